@@ -1,0 +1,5 @@
+import sys
+
+from composecache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""Messages to the user: one line each, on stderr, prefixed `composecache:`.
+
+Work functions return data; only front-ends print, through this module.
+Colour only on a terminal and never with NO_COLOR.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+PREFIX = "composecache"
+
+
+def color_enabled(stream: TextIO, env: dict[str, str] | None = None) -> bool:
+    env = dict(os.environ) if env is None else env
+    if env.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Output:
+    """Where composecache's own lines go; honours --quiet and --verbose."""
+
+    def __init__(self, *, verbose: int = 0, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.verbose = verbose
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.color = color_enabled(self.stream)
+
+    def _emit(self, text: str, style: str | None = None) -> None:
+        if self.color and style:
+            text = f"\x1b[{style}m{text}\x1b[0m"
+        print(text, file=self.stream, flush=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._emit(f"{PREFIX}: {message}", "2")
+
+    def debug(self, message: str) -> None:
+        if self.verbose > 0:
+            self._emit(f"{PREFIX}: debug: {message}", "2")
+
+    def warn(self, message: str) -> None:
+        """A cache problem we fail open on: always shown, even with --quiet."""
+        self._emit(f"{PREFIX}: warning: {message}", "33")
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self._emit(f"{PREFIX}: error: {message}", "31")
+        if hint:
+            self._emit(f"{PREFIX}: hint: {hint}", "2")

@@ -1,0 +1,132 @@
+"""Every subprocess composecache starts goes through here.
+
+Argument lists only (never a shell), an explicit environment, the child's exit
+code preserved.  `run_foreground` is how the user's real command runs: it keeps
+the terminal, gets signals the way it would alone, and composecache can do
+periodic work (publishing finished cache exports) while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from composecache.errors import ComposecacheError
+
+# siginfo_t.si_code values (Linux, asm-generic/siginfo.h).
+SI_USER = 0  # kill(2)
+SI_QUEUE = -1
+SI_TKILL = -6
+SENT_BY_A_PROCESS = {SI_USER, SI_QUEUE, SI_TKILL}
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# SIGCHLD is waited for too, so the child's exit is seen at once, not at the next tick.
+WAITED = (*FORWARDED, signal.SIGCHLD)
+KILL_AFTER_INTERRUPTS = 3
+
+
+@dataclass(frozen=True)
+class Captured:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def capture(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    timeout: float = 60.0,
+    cwd: Path | None = None,
+    stdin_text: str | None = None,
+) -> Captured:
+    """Run a helper command and capture its output (for `config`, `version`, ...)."""
+    try:
+        result = subprocess.run(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            input=stdin_text,
+            stdin=None if stdin_text is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ComposecacheError(f"{argv[0]}: command not found") from exc
+    except PermissionError as exc:
+        raise ComposecacheError(f"{argv[0]}: permission denied") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ComposecacheError(f"{' '.join(argv[:3])} did not answer within {timeout:.0f}s") from exc
+    return Captured(result.returncode, result.stdout, result.stderr)
+
+
+def exit_code_of(returncode: int) -> int:
+    """A shell's view of a child's status: killed by signal N gives 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_foreground(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    on_tick: Callable[[], None] | None = None,
+    tick_s: float = 0.5,
+    cwd: Path | None = None,
+) -> int:
+    """Run the user's command attached to our stdio and return its exit code.
+
+    Signals: the child stays in our process group, so a Ctrl-C typed at the
+    terminal reaches it directly (si_code SI_KERNEL) and we do not send a
+    second one (compose treats a second Ctrl-C as "force").  A signal sent to
+    composecache alone with kill(2) is forwarded.  After three interrupts the
+    child is killed.
+    """
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+
+    def restore_mask() -> None:  # runs in the child between fork and exec
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    try:
+        try:
+            proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, preexec_fn=restore_mask)
+        except FileNotFoundError as exc:
+            raise ComposecacheError(f"{argv[0]}: command not found") from exc
+        except PermissionError as exc:
+            raise ComposecacheError(f"{argv[0]}: permission denied") from exc
+        interrupts = 0
+        while True:
+            info = signal.sigtimedwait(WAITED, tick_s)
+            if info is not None and info.si_signo != signal.SIGCHLD:
+                if info.si_signo == signal.SIGINT:
+                    interrupts += 1
+                if interrupts >= KILL_AFTER_INTERRUPTS:
+                    proc.kill()
+                elif info.si_code in SENT_BY_A_PROCESS and info.si_pid != proc.pid:
+                    _send(proc, info.si_signo)
+            returncode = proc.poll()
+            if returncode is not None:
+                return exit_code_of(returncode)
+            if on_tick is not None:
+                on_tick()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _send(proc: subprocess.Popen[bytes], signo: int) -> None:
+    try:
+        proc.send_signal(signo)
+    except ProcessLookupError:
+        pass
+
+
+def exec_replace(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Become the real command (pure passthrough): no overhead, exit code and signals untouched."""
+    try:
+        os.execvpe(argv[0], list(argv), dict(env))
+    except FileNotFoundError as exc:
+        raise ComposecacheError(f"{argv[0]}: command not found") from exc

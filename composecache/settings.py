@@ -1,0 +1,51 @@
+"""composecache's settings: its own command-line options over the environment (DESIGN.md 4.2)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_SHARED_DIR = Path("/buildkit-cache")
+DEFAULT_NAMESPACE = "default"
+STRATEGIES = ("auto", "override", "bake")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    if DEFAULT_SHARED_DIR.is_dir():
+        return DEFAULT_SHARED_DIR
+    xdg = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(xdg) / "composecache"
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: Path
+    disabled: bool = False
+    read_only: bool = False
+    scope_prefix: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    strategy: str = "auto"
+    dry_run: bool = False
+    verbose: int = 0
+    quiet: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        cache_dir = env.get("COMPOSECACHE_DIR")
+        return cls(
+            cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(env),
+            disabled=_truthy(env.get("COMPOSECACHE_DISABLE")),
+            read_only=_truthy(env.get("COMPOSECACHE_READ_ONLY")),
+            scope_prefix=env.get("COMPOSECACHE_SCOPE_PREFIX") or None,
+            namespace=env.get("COMPOSECACHE_NAMESPACE") or DEFAULT_NAMESPACE,
+        )
+
+    def with_options(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,158 @@
+"""Helpers for end-to-end tests: real session daemons, fixture contexts, build logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import sandboxlib  # noqa: E402
+
+Session = sandboxlib.Session
+FIXTURES = REPO / "fixtures"
+CORPUS = REPO.parent / "shared" / "corpus"
+BUSYBOX = Path("/bin/busybox")
+BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "sleep", "mkdir", "dd", "head", "sha256sum", "true", "false",
+                   "env", "touch", "rm", "cp", "wc", "grep", "seq", "tr", "gzip", "tar", "yes", "printf")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def make_rootfs_tar(dest: Path) -> Path:
+    """A tiny root filesystem: a static busybox and its applet links (no registry needed)."""
+    if not BUSYBOX.exists():
+        raise RuntimeError("/bin/busybox is missing: install busybox-static (scripts/install-toolchain does)")
+    stage = dest.parent / (dest.name + ".d")
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "bin").mkdir(parents=True)
+    (stage / "tmp").mkdir()
+    shutil.copy2(BUSYBOX, stage / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (stage / "bin" / applet).symlink_to("busybox")
+    # Fixed mtimes, owner and order: the same tar bytes every time, so the ADD layer caches.
+    subprocess.run(
+        ["tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner",
+         "-C", str(stage), "-cf", str(dest), "."],
+        check=True,
+    )  # fmt: skip
+    shutil.rmtree(stage)
+    return dest
+
+
+def copy_fixture(name: str, dest: Path, rootfs: Path) -> Path:
+    """Copy fixtures/<name> to dest and put rootfs.tar in every directory holding a Dockerfile."""
+    shutil.copytree(FIXTURES / name, dest, symlinks=True)
+    for dockerfile in dest.rglob("Dockerfile*"):
+        shutil.copy2(rootfs, dockerfile.parent / "rootfs.tar")
+    return dest
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 600,
+        check: bool = True, stdin: str | None = None) -> Result:
+    proc = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          input=stdin, check=False)
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    return result
+
+
+RUN_STEP = re.compile(r"^#(\d+) \[[^\]]*\] RUN ", re.M)
+
+
+def run_steps(log: str) -> dict[str, bool]:
+    """Map each `RUN` step of a plain-progress BuildKit log to whether it was CACHED."""
+    steps: dict[str, bool] = {}
+    for match in RUN_STEP.finditer(log):
+        number = match.group(1)
+        line = log[match.start():log.index("\n", match.start()) if "\n" in log[match.start():] else len(log)]
+        cached = re.search(rf"^#{number} CACHED$", log, re.M) is not None
+        steps[line] = steps.get(line, False) or cached
+    return steps
+
+
+def assert_all_run_steps_cached(log: str, at_least: int = 1) -> None:
+    steps = run_steps(log)
+    assert len(steps) >= at_least, f"expected at least {at_least} RUN steps in the build log:\n{log}"
+    missed = [step for step, cached in steps.items() if not cached]
+    assert not missed, "RUN steps not CACHED:\n" + "\n".join(missed) + f"\n--- log\n{log}"
+
+
+@dataclass
+class Sessions:
+    """Starts session daemons for one test and stops every one of them afterwards."""
+
+    prefix: str
+    started: list[Session] = field(default_factory=list)
+
+    def start(self, leg: str = "stable", classic_store: bool = False) -> Session:
+        name = f"{self.prefix}{len(self.started)}"
+        try:
+            session = sandboxlib.start(name, leg=leg, classic_store=classic_store)
+        except sandboxlib.SandboxError as exc:
+            import pytest
+
+            if in_ci():
+                pytest.fail(f"CI=true and the engine cannot start: {exc}")
+            pytest.skip(f"no Docker engine here ({exc}); run scripts/install-toolchain --leg {leg}")
+        self.started.append(session)
+        return session
+
+    def stop_all(self) -> None:
+        errors = []
+        for session in reversed(self.started):
+            try:
+                sandboxlib.stop(session)
+            except sandboxlib.SandboxError as exc:  # keep stopping the others
+                errors.append(str(exc))
+        self.started.clear()
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+
+@contextmanager
+def sessions(prefix: str) -> Iterator[Sessions]:
+    group = Sessions(prefix)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+def docker(session: Session, *args: str, cwd: Path | None = None, check: bool = True,
+           extra_env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+    env = session.env()
+    env.update(extra_env or {})
+    env.setdefault("BUILDKIT_PROGRESS", "plain")
+    return run([str(session.bin_dir / "docker"), *args], env, cwd=cwd, check=check, timeout=timeout)
+
+
+def composecache(session: Session, *args: str, cwd: Path | None = None, check: bool = True,
+                 extra_env: dict[str, str] | None = None, timeout: float = 600, stdin: str | None = None) -> Result:
+    env = session.env()
+    env["BUILDKIT_PROGRESS"] = "plain"
+    env.update(extra_env or {})
+    return run([sys.executable, "-m", "composecache", *args], env, cwd=cwd, check=check, timeout=timeout,
+               stdin=stdin)
