@@ -1,16 +1,182 @@
-"""Entry point (placeholder while the front-ends are wired)."""
+"""composecache's command line: its own options first, then the wrapped command.
+
+    composecache [OPTIONS] <compose args...>     compose with the shared cache
+    composecache [OPTIONS] docker <docker args>  docker build / buildx build with it
+    composecache cache|shim|doctor ...           composecache's own commands
+
+This module only parses composecache's own options and dispatches; it is also
+the one error boundary that turns errors into exit codes (DESIGN.md 4.3).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
+from collections.abc import Callable
 
-from composecache import __version__
+from composecache import __version__, runner
+from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError
+from composecache.output import Output
+from composecache.settings import STRATEGIES, Settings
+
+HELP = """\
+Usage: composecache [OPTIONS] COMPOSE_ARGS...
+       composecache [OPTIONS] docker build|buildx build ARGS...
+       composecache cache ls|stats|verify|gc|prune ...
+       composecache shim install|uninstall|status [--dir DIR]
+       composecache doctor
+
+Share one BuildKit build cache between isolated Docker daemons. Every build that
+compose or docker runs imports from and exports to the shared cache directory;
+everything else passes through unchanged.
+
+Examples:
+  composecache up --build -d          docker compose up --build -d, with the cache
+  composecache -f a.yml -p x build    any compose global flags work as usual
+  composecache --dry-run build        show what would change, run nothing
+  composecache docker build -t app .  docker build with the cache
+  composecache cache stats            what the shared cache holds
+
+Options (before the compose arguments):
+  --dry-run            print the diff of each service's build section and the
+                       exact command; run nothing, write nothing
+                       (compose's own --dry-run: composecache -- --dry-run up)
+  --cache-dir PATH     the shared cache directory [env COMPOSECACHE_DIR;
+                       default /buildkit-cache if it exists, else
+                       $XDG_CACHE_HOME/composecache]
+  --read-only          import from the cache, never export [COMPOSECACHE_READ_ONLY=1]
+  --strategy S         auto | override | bake (default auto: an override file
+                       for compose; bake builds with `docker buildx bake --set`
+                       and then runs compose with --no-build)
+  -v, --verbose        say more (and show tracebacks of internal errors)
+  -q, --quiet          only warnings and errors
+  --version            print the version
+  -h, --help           this help
+
+Environment: COMPOSECACHE_DIR, COMPOSECACHE_DISABLE=1 (pure passthrough),
+COMPOSECACHE_READ_ONLY=1, COMPOSECACHE_SCOPE_PREFIX, COMPOSECACHE_NAMESPACE, NO_COLOR.
+Exit status: the wrapped command's; 2 for usage errors, 1 for composecache's own
+failures, 130 after Ctrl-C.
+"""
+
+OWN_SUBCOMMANDS = ("cache", "shim", "doctor", "docker")
+
+
+def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, list[str], bool]:
+    """Consume composecache's own leading options; return (settings, the rest, help asked)."""
+    changes: dict[str, object] = {}
+    verbose = 0
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, sep, inline = arg.partition("=")
+        if arg == "--":
+            i += 1
+            break
+        if arg in {"-h", "--help"}:
+            return settings, args[i + 1 :], True
+        if arg == "--dry-run":
+            changes["dry_run"] = True
+        elif arg == "--read-only":
+            changes["read_only"] = True
+        elif arg in {"-q", "--quiet"}:
+            changes["quiet"] = True
+        elif arg in {"-v", "--verbose"} or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+            verbose += 1 if arg.startswith("--") else len(arg) - 1
+        elif name in {"--cache-dir", "--strategy"}:
+            if sep:
+                value = inline
+            elif i + 1 < len(args):
+                i += 1
+                value = args[i]
+            else:
+                raise UsageError(f"{name} needs a value", hint="see composecache --help")
+            if name == "--strategy":
+                if value not in STRATEGIES:
+                    raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {value!r}")
+                changes["strategy"] = value
+            else:
+                if not value:
+                    raise UsageError("--cache-dir needs a non-empty path")
+                from pathlib import Path
+
+                changes["cache_dir"] = Path(value)
+        else:
+            break
+        i += 1
+    if verbose:
+        changes["verbose"] = verbose
+    return settings.with_options(**changes), args[i:], False
+
+
+def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
+    if name == "cache":
+        from composecache.commands import cache
+
+        return cache.main
+    if name == "shim":
+        from composecache.commands import shim
+
+        return shim.main
+    if name == "doctor":
+        from composecache.commands import doctor
+
+        return doctor.main
+    from composecache import docker_build
+
+    return docker_build.main
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--version"]:
-        print(f"composecache {__version__}")
-        return 0
-    print("usage: composecache [OPTIONS] COMPOSE_ARGS...", file=sys.stderr)
-    return 2
+    args = sys.argv[1:] if argv is None else list(argv)
+    output = Output()
+    settings = Settings.from_env()
+    try:
+        if args[:1] == ["--version"]:
+            print(f"composecache {__version__}")
+            return 0
+        settings, rest, wants_help = parse_own_options(args, settings)
+        output = Output(verbose=settings.verbose, quiet=settings.quiet)
+        if wants_help or not rest:
+            print(HELP, end="", file=sys.stdout if wants_help else sys.stderr)
+            return 0 if wants_help else EXIT_USAGE
+        consumed_separator = len(args) > len(rest) and args[len(args) - len(rest) - 1] == "--"
+        if rest[0] in OWN_SUBCOMMANDS and not consumed_separator:
+            return _subcommand(rest[0])(rest[1:], settings, output)
+        from composecache.compose import frontend
+
+        return frontend.run(rest, settings, output)
+    except ComposecacheError as exc:
+        output.error(exc.message, exc.hint)
+        if settings.verbose:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the boundary: an internal error must not cost the user their build
+        if settings.verbose:
+            traceback.print_exc()
+        if runner.user_command_started() or not args:
+            output.error(f"internal error: {exc!r} (run with -v for the traceback)")
+            return 1
+        output.warn(f"internal error ({exc!r}); running the command without the cache")
+        return _fallback(args, settings)
+
+
+def _fallback(args: list[str], settings: Settings) -> int:
+    """Run the wrapped command plainly after an internal error (fail open)."""
+    from composecache import toolchain
+
+    _, rest, _ = parse_own_options(args, settings)
+    env = dict(os.environ)
+    if rest[:1] == ["docker"]:
+        argv = [str(toolchain.real_docker(env)), *rest[1:]]
+    elif rest and rest[0] in OWN_SUBCOMMANDS:
+        return 1
+    else:
+        argv = [*toolchain.compose_command(env), *rest]
+    if settings.dry_run:
+        return 1
+    runner.exec_replace(argv, env)
+    return 127

@@ -28,6 +28,13 @@ WAITED = (*FORWARDED, signal.SIGCHLD)
 KILL_AFTER_INTERRUPTS = 3
 
 
+class _State:
+    # Set once the user's real command has started: from then on composecache
+    # must never run it a second time (the error boundary checks this before
+    # falling back to a plain run after an internal error).
+    user_command_started = False
+
+
 @dataclass(frozen=True)
 class Captured:
     returncode: int
@@ -94,6 +101,7 @@ def run_foreground(
     try:
         try:
             proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, preexec_fn=restore_mask)
+            _State.user_command_started = True
         except FileNotFoundError as exc:
             raise ComposecacheError(f"{argv[0]}: command not found") from exc
         except PermissionError as exc:
@@ -122,6 +130,10 @@ def _send(proc: subprocess.Popen[bytes], signo: int) -> None:
         proc.send_signal(signo)
     except ProcessLookupError:
         pass
+
+
+def user_command_started() -> bool:
+    return _State.user_command_started
 
 
 def exec_replace(argv: Sequence[str], env: Mapping[str, str]) -> None:

@@ -1,0 +1,167 @@
+"""The one build lifecycle both front-ends share.
+
+reserve imports and exports for scopes -> (the caller runs the real tool,
+calling `publish_ready` while it runs) -> publish every export that completed
+-> clean up.  Fail open at every step: a cache problem becomes one warning
+line and the build goes on without (that part of) the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from composecache.errors import CacheUnavailable
+from composecache.output import Output
+from composecache.settings import Settings
+from composecache.store import PublishOutcome, Staging, Store
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """What one service (or image) wants from the store."""
+
+    key: str  # the service or image name, for messages
+    export_scope: str
+    import_scopes: tuple[str, ...]  # in order of preference; every one that exists is imported
+    mode: str = "max"
+
+
+@dataclass
+class CacheSlot:
+    """What the store gave one request, and what became of its export."""
+
+    request: CacheRequest
+    cache_from: list[str] = field(default_factory=list)
+    imported_from: list[str] = field(default_factory=list)
+    cache_to: str | None = None
+    staging: Staging | None = None
+    outcome: PublishOutcome | None = None
+    export_note: str | None = None  # why nothing is exported, when it is not
+
+    @property
+    def published(self) -> bool:
+        return self.outcome is not None and self.outcome.published
+
+
+class CachedBuild:
+    def __init__(self, settings: Settings, output: Output, *, export: bool = True, no_export_reason: str = "") -> None:
+        self.settings = settings
+        self.output = output
+        self.export = export and not settings.read_only
+        self.no_export_reason = no_export_reason or ("read-only" if settings.read_only else "")
+        self.store: Store | None = None
+        self.slots: dict[str, CacheSlot] = {}
+        self._warned: set[str] = set()
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.output.warn(message)
+
+    def open_store(self) -> Store | None:
+        try:
+            self.store = Store.open(
+                self.settings.cache_dir,
+                namespace=self.settings.namespace,
+                read_only=self.settings.read_only or self.settings.dry_run,
+            )
+        except (CacheUnavailable, OSError) as exc:
+            self._warn_once(f"cache unavailable ({_reason(exc)}); building without it")
+            self.store = None
+            return None
+        if self.export and not self.store.writable and not self.settings.dry_run:
+            self._warn_once(f"cache directory {self.settings.cache_dir} is not writable: import only")
+            self.export = False
+            self.no_export_reason = "cache not writable"
+        return self.store
+
+    def prepare(self, requests: Sequence[CacheRequest]) -> dict[str, CacheSlot]:
+        """Reserve imports and exports; never raises for cache problems."""
+        store = self.store if self.store is not None else self.open_store()
+        for request in requests:
+            slot = CacheSlot(request)
+            self.slots[request.key] = slot
+            if store is None:
+                slot.export_note = "cache unavailable"
+                continue
+            for scope in request.import_scopes:
+                try:
+                    spec = store.peek_import(scope) if self.settings.dry_run else store.prepare_import(scope)
+                except (CacheUnavailable, OSError) as exc:
+                    self._warn_once(f"{request.key}: cannot import from the cache ({_reason(exc)})")
+                    continue
+                if spec is not None:
+                    slot.cache_from.append(spec.cache_from)
+                    slot.imported_from.append(scope)
+            if not self.export:
+                slot.export_note = self.no_export_reason or "export off"
+                continue
+            try:
+                if self.settings.dry_run:
+                    slot.cache_to = store.describe_export(request.export_scope, mode=request.mode)
+                else:
+                    slot.staging = store.prepare_export(request.export_scope, mode=request.mode)
+                    slot.cache_to = slot.staging.cache_to
+            except (CacheUnavailable, OSError) as exc:
+                self._warn_once(f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export")
+                slot.export_note = "export failed to start"
+        return self.slots
+
+    def publish_ready(self) -> None:
+        """Publish every export that completed since the last call (a long `up` or `watch`)."""
+        for slot in self.slots.values():
+            if slot.staging is not None:
+                self._publish(slot, keep=True)
+
+    def _publish(self, slot: CacheSlot, *, keep: bool) -> None:
+        assert self.store is not None and slot.staging is not None
+        try:
+            if not slot.staging.has_new_export():
+                return
+            outcome = self.store.publish(slot.staging, keep=keep)
+        except (CacheUnavailable, OSError) as exc:
+            self._warn_once(f"{slot.request.key}: could not publish the cache export ({_reason(exc)})")
+            return
+        if outcome.published or slot.outcome is None or not slot.outcome.published:
+            slot.outcome = outcome
+        if not outcome.published:
+            self.output.debug(f"{slot.request.key}: export not published: {outcome.reason}")
+
+    def finish(self, *, summary: bool = True) -> None:
+        """Publish what is left, release every staging directory, say what happened."""
+        for slot in self.slots.values():
+            if slot.staging is None or self.store is None:
+                continue
+            self._publish(slot, keep=True)
+            try:
+                self.store.discard(slot.staging)
+            except (CacheUnavailable, OSError) as exc:
+                self._warn_once(f"could not remove a staging directory ({_reason(exc)})")
+            slot.staging = None
+        if summary:
+            for line in self.summary_lines():
+                self.output.info(line)
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for slot in self.slots.values():
+            imported = f"import from {', '.join(slot.imported_from)}" if slot.imported_from else "cold (nothing to import)"
+            if slot.outcome is not None and slot.outcome.published:
+                exported = "exported"
+            elif slot.outcome is not None:
+                exported = f"not exported ({slot.outcome.reason})"
+            elif slot.export_note:
+                exported = f"not exported ({slot.export_note})"
+            else:
+                exported = "nothing exported (not built)"
+            lines.append(f"{slot.request.key}: scope {slot.request.export_scope}: {imported}; {exported}")
+        return lines
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CacheUnavailable):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    return str(exc)

@@ -1,0 +1,164 @@
+"""`composecache [OPTIONS] <compose args>`: compose with the shared cache.
+
+arguments -> compose files -> project model (compose config) -> scopes ->
+store reservations -> override file -> compose runs -> publish.  Commands
+that cannot build go straight to compose (exec: no overhead).  Any cache
+problem: one warning line, and compose runs as it would alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from composecache import runner, toolchain
+from composecache.cached_build import CachedBuild, CacheRequest
+from composecache.compose import cmdline, dryrun, override, project, scopes, versions
+from composecache.compose.files import ComposeFiles, find_files
+from composecache.errors import ComposecacheError
+from composecache.output import Output
+from composecache.settings import Settings
+from composecache.source_identity import identify
+
+
+def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    parsed = cmdline.parse(args)
+    try:
+        compose = toolchain.compose_command(env)
+    except ComposecacheError:
+        if not settings.dry_run:
+            raise
+        compose = ["docker", "compose"]  # only shown: the preview reads the file itself
+    if settings.disabled or (not parsed.can_build and not settings.dry_run):
+        return _passthrough(compose, args, env)
+    cwd = Path.cwd()
+    files = find_files(parsed.files, parsed.project_directory, parsed.env_files, env, cwd)
+    if not files.files or "-" in files.files:
+        if files.files:
+            output.warn("compose file from stdin: building without the cache")
+        if settings.dry_run:
+            output.error("no compose file found" if not files.files else "cannot preview a compose file from stdin")
+            return 1
+        return _passthrough(compose, args, env)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        probe = pool.submit(_probe, env)
+        config = pool.submit(toolchain.safe_capture, [*compose, *parsed.config_argv(files.files)], env, 120)
+        tools, config_result = probe.result(), config.result()
+
+    model = _load_model(config_result, files, settings, output)
+    if model is None:
+        # compose cannot read the project: let compose say so, exactly as it would alone.
+        return 1 if settings.dry_run else _passthrough(compose, args, env)
+
+    plan = versions.plan_for(tools.compose_version if tools else None,
+                             tools.builder if tools else toolchain.UNKNOWN_BUILDER, settings.strategy)  # fmt: skip
+    for warning in plan.warnings:
+        output.warn(warning)
+    if plan.strategy == "passthrough":
+        return 0 if settings.dry_run else _passthrough(compose, args, env)
+
+    requests, invalid = _requests(model, files, settings, output, env, cwd)
+    if plan.strategy == "bake" and tools is not None:
+        from composecache.compose import bake
+
+        return bake.run(parsed, files, model, requests, plan, tools, settings, output, env)
+
+    build = CachedBuild(settings, output, export=plan.export,
+                        no_export_reason="" if plan.export else "this compose/builder cannot export")  # fmt: skip
+    slots = build.prepare(requests)
+    document = override.override_document(slots)
+    problems = override.validate(document)
+    if problems:  # our own bug: never let it reach compose
+        output.warn("generated override is invalid (" + "; ".join(problems) + "); building without the cache")
+        build.finish(summary=False)
+        return 1 if settings.dry_run else _passthrough(compose, args, env)
+
+    if settings.dry_run:
+        diffs = []
+        for name, service in model.services.items():
+            if service.build is not None:
+                after = dryrun.effective_build(service.build, document["services"].get(name, {}).get("build"))
+                diffs.append(dryrun.service_diff(name, service.build, after))
+        notes = build.summary_lines()
+        if model.approximate:
+            notes.insert(0, "compose could not be run: the preview read the file without compose and is approximate")
+        dryrun.render(output, diffs, [*compose, *parsed.argv(files=[*files.files, "<override>"])], plan.env, notes)
+        return 1 if invalid else 0
+
+    with override.OverrideFile(document) as override_file:
+        argv = [*compose, *parsed.argv(files=[*files.files, str(override_file.path)])]
+        child_env = {**env, **plan.env}
+        output.debug(f"running {' '.join(argv)}")
+        try:
+            return runner.run_foreground(argv, child_env, on_tick=build.publish_ready)
+        finally:
+            build.finish(summary=not settings.quiet)
+
+
+def _probe(env: Mapping[str, str]) -> toolchain.Toolchain | None:
+    try:
+        return toolchain.probe(env)
+    except ComposecacheError:
+        return None
+
+
+def _passthrough(compose: list[str], args: list[str], env: Mapping[str, str]) -> int:
+    runner.exec_replace([*compose, *args], env)
+    return 127  # not reached
+
+
+def _load_model(
+    result: runner.Captured | None, files: ComposeFiles, settings: Settings, output: Output
+) -> project.ProjectModel | None:
+    if result is not None and result.returncode == 0:
+        try:
+            return project.model_from_config_output(result.stdout)
+        except project.ModelError as exc:
+            output.warn(f"could not read `compose config` output ({exc.message}); building without the cache")
+            return None
+    if not settings.dry_run:
+        return None
+    message = (result.stderr.strip() if result is not None else "") or "compose config failed"
+    if len(files.files) == 1 and result is not None and result.returncode == 127:
+        try:
+            return project.model_from_file(Path(files.files[0]))
+        except project.ModelError as exc:
+            output.error(exc.message)
+            return None
+    output.error(message)
+    return None
+
+
+def _requests(
+    model: project.ProjectModel,
+    files: ComposeFiles,
+    settings: Settings,
+    output: Output,
+    env: Mapping[str, str],
+    cwd: Path,
+) -> tuple[list[CacheRequest], bool]:
+    """The cache requests of the services that build; and whether an x-composecache was invalid."""
+    identity = None
+    requests = []
+    invalid = False
+    for name, service in model.services.items():
+        if not service.builds:
+            continue
+        service_settings, problems = project.service_settings(service)
+        if problems:
+            where = project.file_defining(files.files, name, cwd) or "the compose project"
+            level = output.error if settings.dry_run else output.warn
+            level(f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+                  + f"; service {name} builds without the cache")  # fmt: skip
+            invalid = True
+            continue
+        if not service_settings.enabled:
+            continue
+        if identity is None:
+            identity = identify(files.project_dir, env)
+        requests.append(scopes.request_for(name, service_settings, identity, settings.scope_prefix))
+    return requests, invalid

@@ -1,0 +1,70 @@
+"""The override file that gives compose its cache settings.
+
+Compose has no `--set` flag (that is `docker buildx bake`'s); an extra `-f`
+file with `build.cache_from` / `build.cache_to` works on every Compose v2 with
+cache_to (>= 2.4), and lists from several files are appended, so the user's
+own cache settings stay.  The file holds local paths only; it is private
+(0600 in a 0700 directory) and removed when compose exits.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from composecache import validation
+from composecache.cached_build import CacheSlot
+
+OVERRIDE_NAME = "composecache.override.yaml"
+
+
+def override_document(slots: Mapping[str, CacheSlot]) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    for service, slot in slots.items():
+        build: dict[str, list[str]] = {}
+        if slot.cache_from:
+            build["cache_from"] = list(slot.cache_from)
+        if slot.cache_to:
+            build["cache_to"] = [slot.cache_to]
+        if build:
+            services[service] = {"build": build}
+    return {"services": services}
+
+
+def dump_yaml(document: Any) -> str:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    stream = io.StringIO()
+    yaml.dump(document, stream)
+    return stream.getvalue()
+
+
+def validate(document: dict[str, Any]) -> list[str]:
+    return validation.errors(document, "override")
+
+
+class OverrideFile:
+    """A private temporary override file, removed on close."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="composecache-"))  # mode 0700
+        self.path = self.directory / OVERRIDE_NAME
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(dump_yaml(document))
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> OverrideFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""The compose project as compose itself resolves it.
+
+`docker compose <the user's project flags> config` does profiles, env files,
+include, extends, interpolation and merging; its YAML output keeps the `x-`
+fields inside services (the JSON output drops them: DESIGN.md section 2).
+Without a working compose (for --dry-run only) a single file is read as is,
+and the preview says it is approximate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composecache import validation
+
+EXTENSION = "x-composecache"
+
+
+class ModelError(Exception):
+    """The project could not be read; `message` is what compose (or the parser) said."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class ServiceModel:
+    name: str
+    build: dict[str, Any] | None
+    image: str | None
+    extension: Any = None  # the raw x-composecache value, if any
+
+    @property
+    def builds(self) -> bool:
+        return self.build is not None
+
+
+@dataclass
+class ProjectModel:
+    name: str | None
+    services: dict[str, ServiceModel]
+    approximate: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def load_yaml(text: str) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise ModelError(f"not valid YAML: {exc}") from exc
+
+
+def model_from_config_output(text: str) -> ProjectModel:
+    data = load_yaml(text)
+    if not isinstance(data, dict):
+        raise ModelError("`compose config` printed no project")
+    return _model(data, approximate=False)
+
+
+def model_from_file(path: Path) -> ProjectModel:
+    """A single compose file read without compose (approximate: no merge, no interpolation)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ModelError(f"{path}: {exc.strerror}") from exc
+    data = load_yaml(text)
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: not a compose file (no top-level mapping)")
+    model = _model(data, approximate=True)
+    for service in model.services.values():
+        if isinstance(service.build, dict) and "context" in service.build:
+            context = str(service.build["context"])
+            if "://" not in context and not context.startswith("/"):
+                service.build["context"] = str((path.parent / context).resolve())
+    return model
+
+
+def _model(data: dict[str, Any], *, approximate: bool) -> ProjectModel:
+    services_raw = data.get("services") or {}
+    if not isinstance(services_raw, dict):
+        raise ModelError("services: must be a mapping")
+    services = {}
+    for name, raw in services_raw.items():
+        raw = raw if isinstance(raw, dict) else {}
+        build = raw.get("build")
+        if isinstance(build, str):
+            build = {"context": build}
+        elif build is not None and not isinstance(build, dict):
+            build = None
+        image = raw.get("image")
+        services[str(name)] = ServiceModel(
+            name=str(name),
+            build=dict(build) if build is not None else None,
+            image=str(image) if image is not None else None,
+            extension=raw.get(EXTENSION),
+        )
+    name = data.get("name")
+    return ProjectModel(name=str(name) if name else None, services=services, approximate=approximate, raw=data)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    enabled: bool = True
+    scope: str | None = None
+    mode: str = "max"
+
+
+def service_settings(service: ServiceModel) -> tuple[ServiceSettings, list[str]]:
+    """The service's x-composecache settings and the schema errors (errors: the defaults, cache off)."""
+    if service.extension is None:
+        return ServiceSettings(), []
+    problems = validation.errors(service.extension, "x-composecache", prefix=f"services.{service.name}.{EXTENSION}")
+    if problems:
+        return ServiceSettings(enabled=False), problems
+    value = service.extension
+    return ServiceSettings(
+        enabled=bool(value.get("enabled", True)),
+        scope=value.get("scope"),
+        mode=str(value.get("mode", "max")),
+    ), []
+
+
+def file_defining(files: list[str], service: str, cwd: Path) -> str | None:
+    """The last of the user's compose files that sets services.<service>.x-composecache (for messages)."""
+    found = None
+    for name in files:
+        path = cwd / name
+        try:
+            data = load_yaml(path.read_text())
+        except (OSError, ModelError):
+            continue
+        services = data.get("services") if isinstance(data, dict) else None
+        if isinstance(services, dict) and isinstance(services.get(service), dict) and EXTENSION in services[service]:
+            found = str(path)
+    return found

@@ -1,0 +1,29 @@
+"""Cache scopes for compose services: stable across sessions and projects.
+
+<source identity>/<service> (sessions pass their own `-p`, so never the
+project name); `x-composecache.scope` names the service's scope instead, and
+COMPOSECACHE_SCOPE_PREFIX replaces the source identity.  On a branch other
+than the default one the export goes to `<scope>@<branch>`, and imports try
+that first, then the default branch's scope.
+"""
+
+from __future__ import annotations
+
+from composecache.cached_build import CacheRequest
+from composecache.compose.project import ServiceSettings
+from composecache.source_identity import SourceIdentity
+
+
+def request_for(
+    service: str, settings: ServiceSettings, identity: SourceIdentity, scope_prefix: str | None
+) -> CacheRequest:
+    if settings.scope:
+        base = f"{scope_prefix}/{settings.scope}" if scope_prefix else settings.scope
+    elif scope_prefix:
+        base = f"{scope_prefix}/{service}"
+    else:
+        base = identity.scope(service)
+    if identity.branch:
+        branch_scope = f"{base}@{identity.branch}"
+        return CacheRequest(service, branch_scope, (branch_scope, base), settings.mode)
+    return CacheRequest(service, base, (base,), settings.mode)

@@ -1,0 +1,209 @@
+"""Finds the real docker / compose / buildx tools and what they can do.
+
+Never returns one of composecache's own shims (no recursion): the shims pass
+the real binaries they wrap in COMPOSECACHE_REAL_DOCKER / COMPOSECACHE_REAL_COMPOSE,
+and a PATH search skips files that carry the shim marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from composecache.errors import ComposecacheError
+from composecache.runner import Captured, capture
+
+SHIM_MARKER = b"composecache-shim"
+VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)")
+
+
+def is_shim(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return SHIM_MARKER in handle.read(512)
+    except OSError:
+        return False
+
+
+def which_real(name: str, env: Mapping[str, str]) -> Path | None:
+    """The first `name` on PATH that is not a composecache shim."""
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = Path(directory or ".") / name
+        if candidate.is_file() and os.access(candidate, os.X_OK) and not is_shim(candidate):
+            return candidate
+    return None
+
+
+def real_docker(env: Mapping[str, str]) -> Path:
+    override = env.get("COMPOSECACHE_REAL_DOCKER")
+    if override:
+        return Path(override)
+    found = which_real("docker", env)
+    if found is None:
+        raise ComposecacheError("docker: command not found", hint="install the Docker CLI or put it on PATH")
+    return found
+
+
+def plugin_dirs(env: Mapping[str, str]) -> list[Path]:
+    """Where the docker CLI looks for plugins, in its order."""
+    config = env.get("DOCKER_CONFIG") or str(Path(env.get("HOME") or Path.home()) / ".docker")
+    return [
+        Path(config) / "cli-plugins",
+        Path("/usr/local/lib/docker/cli-plugins"),
+        Path("/usr/local/libexec/docker/cli-plugins"),
+        Path("/usr/lib/docker/cli-plugins"),
+        Path("/usr/libexec/docker/cli-plugins"),
+    ]
+
+
+def find_plugin(name: str, env: Mapping[str, str]) -> Path | None:
+    """The docker CLI plugin the CLI would run for `docker <name>` (first match wins)."""
+    for directory in plugin_dirs(env):
+        candidate = directory / f"docker-{name}"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def compose_command(env: Mapping[str, str]) -> list[str]:
+    """argv prefix that runs the real Compose.
+
+    `docker compose` through the real CLI, unless the compose plugin the CLI
+    would pick is our shim: then the real plugin binary, run standalone (a
+    Compose v2 plugin binary is also the standalone `docker-compose`).
+    """
+    override = env.get("COMPOSECACHE_REAL_COMPOSE")
+    if override:
+        return [override]
+    plugin = find_plugin("compose", env)
+    if plugin is not None and not is_shim(plugin):
+        return [str(real_docker(env)), "compose"]
+    standalone = which_real("docker-compose", env)
+    if standalone is not None:
+        return [str(standalone)]
+    if plugin is None:
+        return [str(real_docker(env)), "compose"]  # let docker say what is missing
+    raise ComposecacheError("the real Compose binary was not found behind composecache's shim",
+                            hint="run `composecache shim status` and reinstall the shims")
+
+
+def parse_version(text: str) -> Version | None:
+    match = VERSION_RE.search(text)
+    if not match:
+        return None
+    try:
+        return Version(match.group(1))
+    except InvalidVersion:
+        return None
+
+
+@dataclass(frozen=True)
+class Builder:
+    """What the build backend compose / buildx will use can do."""
+
+    driver: str | None  # "docker", "docker-container", "remote", ... (None: unknown)
+    containerd_store: bool | None  # for the docker driver: is the containerd image store on?
+    error: str | None = None
+
+    @property
+    def can_export(self) -> bool:
+        """Local cache export needs a non-`docker` driver or the containerd image store."""
+        if self.driver is None:
+            return True  # unknown: try; the export is ignore-error anyway
+        if self.driver != "docker":
+            return True
+        return self.containerd_store is not False
+
+
+def _parse_builder(inspect: Captured, info: Captured) -> Builder:
+    if inspect.returncode != 0:
+        return Builder(driver=None, containerd_store=None, error=(inspect.stderr.strip() or None))
+    match = re.search(r"^Driver:\s*(\S+)", inspect.stdout, re.M)
+    driver = match.group(1) if match else None
+    store: bool | None = None
+    if info.returncode == 0:
+        try:
+            status = json.loads(info.stdout or "null") or []
+            store = any("io.containerd.snapshotter" in str(value) for pair in status for value in pair)
+        except (ValueError, TypeError):
+            store = None
+    return Builder(driver=driver, containerd_store=store)
+
+
+UNKNOWN_BUILDER = Builder(driver=None, containerd_store=None)
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    docker: Path
+    compose: list[str]
+    compose_version: Version | None
+    compose_version_text: str
+    builder: Builder
+    buildx_available: bool
+
+
+def probe_compose_version(compose: list[str], env: Mapping[str, str]) -> tuple[Version | None, str]:
+    try:
+        result = capture([*compose, "version", "--short"], env, timeout=30)
+    except ComposecacheError as exc:
+        return None, str(exc)
+    text = (result.stdout or result.stderr).strip()
+    if result.returncode != 0:
+        # Compose v1 has no --short on every version; try the long form.
+        try:
+            result = capture([*compose, "version"], env, timeout=30)
+        except ComposecacheError as exc:
+            return None, str(exc)
+        text = (result.stdout or result.stderr).strip()
+    return parse_version(text), text.splitlines()[0] if text else ""
+
+
+def probe_builder(docker: Path, env: Mapping[str, str]) -> Builder:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        inspect = pool.submit(safe_capture, [str(docker), "buildx", "inspect"], env)
+        info = pool.submit(safe_capture, [str(docker), "info", "--format", "{{json .DriverStatus}}"], env)
+        return _parse_builder(inspect.result(), info.result())
+
+
+def safe_capture(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> Captured:
+    """capture(), with "not found" and time-outs as exit code 127 instead of an exception."""
+    try:
+        return capture(argv, env, timeout=timeout)
+    except ComposecacheError as exc:
+        return Captured(127, "", str(exc))
+
+
+def buildx_available(env: Mapping[str, str]) -> bool:
+    plugin = find_plugin("buildx", env)
+    return plugin is not None or shutil.which("docker-buildx", path=env.get("PATH")) is not None
+
+
+def submit_probes(pool: ThreadPoolExecutor, env: Mapping[str, str]) -> Future[Toolchain]:
+    """Start probing in the background (it runs beside `compose config`)."""
+    return pool.submit(probe, env)
+
+
+def probe(env: Mapping[str, str]) -> Toolchain:
+    docker = real_docker(env)
+    compose = compose_command(env)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        version = pool.submit(probe_compose_version, compose, env)
+        builder = pool.submit(probe_builder, docker, env)
+        compose_version, text = version.result()
+        return Toolchain(
+            docker=docker,
+            compose=compose,
+            compose_version=compose_version,
+            compose_version_text=text,
+            builder=builder.result(),
+            buildx_available=buildx_available(env),
+        )
