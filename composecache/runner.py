@@ -87,12 +87,14 @@ def run_foreground(
 ) -> int:
     """Run the user's command attached to our stdio and return its exit code.
 
-    Signals: the child stays in our process group, so a Ctrl-C typed at the
-    terminal reaches it directly (si_code SI_KERNEL) and we do not send a
-    second one (compose treats a second Ctrl-C as "force").  A signal sent to
-    composecache alone with kill(2) is forwarded.  After three interrupts the
-    child is killed.
+    Signals: on a terminal the child stays in our process group (it must own
+    the terminal), so a Ctrl-C typed there reaches it directly (si_code
+    SI_KERNEL) and we do not send a second one (compose treats a second
+    Ctrl-C as "force").  Without a terminal the child gets its own process
+    group, so a signal sent to our group reaches it once, through us.  Signals
+    sent with kill(2) are forwarded.  After three interrupts the child is killed.
     """
+    on_terminal = _has_terminal()
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
 
     def restore_mask() -> None:  # runs in the child between fork and exec
@@ -100,7 +102,13 @@ def run_foreground(
 
     try:
         try:
-            proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, preexec_fn=restore_mask)
+            proc = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                preexec_fn=restore_mask,
+                process_group=None if on_terminal else 0,
+            )
             _State.user_command_started = True
         except FileNotFoundError as exc:
             raise ComposecacheError(f"{argv[0]}: command not found") from exc
@@ -123,6 +131,13 @@ def run_foreground(
                 on_tick()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _has_terminal() -> bool:
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
 
 
 def _send(proc: subprocess.Popen[bytes], signo: int) -> None:

@@ -31,6 +31,7 @@ def render(
     argv: Sequence[str],
     env_changes: Mapping[str, str],
     notes: Sequence[str],
+    override_document: Mapping[str, Any] | None = None,
 ) -> None:
     """Print the diffs, the exact command and the environment changes (stdout)."""
     import sys
@@ -41,6 +42,10 @@ def render(
             print(_colored(line) if color else line)
     if not any(diffs):
         print("# no service builds: nothing to change")
+    if override_document is not None:
+        print("# override file (<override>, private, removed after the run):")
+        for line in dump_yaml(dict(override_document)).splitlines():
+            print(f"#   {line}")
     print("# command:")
     print(shlex.join(argv))
     if env_changes:

@@ -68,7 +68,7 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         return bake.run(parsed, files, model, requests, plan, tools, settings, output, env)
 
     build = CachedBuild(settings, output, export=plan.export,
-                        no_export_reason="" if plan.export else "this compose/builder cannot export")  # fmt: skip
+                        no_export_reason="" if plan.export else "import only")  # fmt: skip
     slots = build.prepare(requests)
     document = override.override_document(slots)
     problems = override.validate(document)
@@ -86,7 +86,8 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         notes = build.summary_lines()
         if model.approximate:
             notes.insert(0, "compose could not be run: the preview read the file without compose and is approximate")
-        dryrun.render(output, diffs, [*compose, *parsed.argv(files=[*files.files, "<override>"])], plan.env, notes)
+        argv = [*compose, *parsed.argv(files=[*files.files, "<override>"])]
+        dryrun.render(output, diffs, argv, plan.env, notes, document)
         return 1 if invalid else 0
 
     with override.OverrideFile(document) as override_file:
