@@ -1,0 +1,315 @@
+"""`composecache cache ls|stats|verify|gc|prune`: look after the shared cache store.
+
+Wiring and output only: the work is in composecache.store, which returns data.
+Results go to stdout (tables for people, `--json` for machines); warnings and
+errors to stderr through Output.  Exit codes: 0 ok, 1 an expected failure
+(verify found problems, no such scope, unusable cache), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from composecache.errors import EXIT_FAILURE, EXIT_USAGE, ComposecacheError
+from composecache.output import Output
+from composecache.settings import Settings
+from composecache.store import Store
+from composecache.store.gc import GcReport
+from composecache.store.roots import Progress
+from composecache.store.stats import StoreStats, iso_time
+from composecache.store.verify import VerifyReport
+from composecache.units import format_age, format_size, parse_duration, parse_size
+
+PROGRESS_AFTER_S = 0.5  # a walk shorter than this shows no progress bar at all
+
+app = typer.Typer(
+    name="cache",
+    help="Inspect and maintain the shared build cache.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@dataclass
+class CacheState:
+    settings: Settings
+    output: Output
+    cache_dir: Path | None = None
+    namespace: str | None = None
+
+    def open_store(self, *, writable: bool) -> Store:
+        settings = self.settings
+        read_only = settings.read_only or not writable
+        return Store.open(
+            self.cache_dir or settings.cache_dir,
+            self.namespace or settings.namespace,
+            read_only=read_only,
+            on_notice=self.output.warn,
+        )
+
+
+def _state(ctx: typer.Context) -> CacheState:
+    state = ctx.find_object(CacheState)
+    if state is None:  # run as its own program (python -m composecache.commands.cache)
+        state = CacheState(Settings.from_env(), Output())
+        ctx.obj = state
+    return state
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="The shared cache directory (default: COMPOSECACHE_DIR).")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="The namespace (default: COMPOSECACHE_NAMESPACE).")
+    ] = None,
+) -> None:
+    state = _state(ctx)
+    state.cache_dir = cache_dir or state.cache_dir
+    state.namespace = namespace or state.namespace
+
+
+@contextmanager
+def _progress(output: Output) -> Iterator[Progress | None]:
+    """A rich progress display on a terminal (stderr), shown only once a walk takes a while."""
+    if output.quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
+
+    bar = RichProgress(console=Console(stderr=True), transient=True)
+    tasks: dict[str, TaskID] = {}
+    started = time.monotonic()
+
+    def update(phase: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            if time.monotonic() - started < PROGRESS_AFTER_S:
+                return
+            bar.start()
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _ago(timestamp: float | None) -> str:
+    return "never" if not timestamp else f"{format_age(time.time() - timestamp)} ago"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+@app.command("ls")
+def list_scopes(ctx: typer.Context) -> None:
+    """List scopes: size, last use, and whether they are sound; then quarantined entries."""
+    state = _state(ctx)
+    stats = state.open_store(writable=False).stats()
+    if not stats.scopes and not stats.quarantine:
+        print(f"no cache scopes in {stats.root}")
+        return
+    rows = [["SCOPE", "SIZE", "LAST USED", "STATUS"]]
+    rows += [[s.name, format_size(s.bytes), _ago(s.last_used), s.problem or "ok"] for s in stats.scopes]
+    rows += [[q.name or q.path.name, "-", _ago(q.since), f"quarantined: {q.reason}"] for q in stats.quarantine]
+    print("\n".join(_table(rows)))
+    print(f"{len(stats.scopes)} scopes, {format_size(stats.bytes)} in {stats.blobs} blobs in {stats.root}")
+
+
+def _stats_lines(stats: StoreStats) -> list[str]:
+    orphans = f"{format_size(stats.orphan_bytes)} in {stats.orphan_blobs} blobs no scope uses"
+    if stats.in_flight_bytes:
+        orphans += f" ({format_size(stats.in_flight_bytes)} of it used by running builds)"
+    lines = [
+        f"cache:      {stats.root} (namespace {stats.namespace})",
+        f"size:       {format_size(stats.bytes)} in {stats.blobs} blobs, each stored once",
+        f"orphans:    {orphans}",
+        f"scopes:     {len(stats.scopes)}",
+        f"builds:     {stats.staging_live} exporting, {stats.imports_live} importing now",
+    ]
+    if stats.staging_dead:
+        lines.append(f"leftovers:  {stats.staging_dead} staging dirs of killed builds (gc removes them)")
+    if stats.quarantine:
+        lines.append(f"quarantine: {len(stats.quarantine)} entries (see `composecache cache ls`)")
+    return lines
+
+
+@app.command("stats")
+def stats_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Sizes: the whole store (each blob once), each scope (every blob it uses), orphans."""
+    state = _state(ctx)
+    with _progress(state.output) as progress:
+        stats = state.open_store(writable=False).stats(progress)
+    if as_json:
+        _print_json(stats.to_json())
+    else:
+        print("\n".join(_stats_lines(stats)))
+
+
+def _verify_json(report: VerifyReport) -> dict[str, Any]:
+    return {
+        "sound": report.sound,
+        "deep": report.deep,
+        "scopes_checked": report.scopes_checked,
+        "blobs_hashed": report.blobs_checked,
+        "bytes_hashed": report.bytes_hashed,
+        "problems": [
+            {"scope": p.scope, "digest": p.digest, "kind": p.kind, "detail": p.detail} for p in report.problems
+        ],
+        "quarantined_now": [str(path) for path in report.quarantined],
+        "quarantine": [
+            {"path": str(q.path), "name": q.name, "reason": q.reason, "since": iso_time(q.since)}
+            for q in report.quarantine
+        ],
+    }
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every blob (about 5 s per GB).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check every scope and blob; exit 1 when anything is wrong (broken entries are quarantined)."""
+    state = _state(ctx)
+    with _progress(state.output) as progress:
+        report = state.open_store(writable=True).verify(deep=deep, progress=progress)
+    if as_json:
+        _print_json(_verify_json(report))
+    else:
+        for problem in report.problems:
+            where = f"scope {problem.scope!r}" if problem.scope is not None else "store"
+            print(f"{where}: {problem.kind} {problem.digest or ''}: {problem.detail}".replace("  ", " "))
+        for path in report.quarantined:
+            print(f"moved to quarantine: {path}")
+        hashed = f", {report.blobs_checked} blobs re-hashed ({format_size(report.bytes_hashed)})" if deep else ""
+        verdict = "sound" if report.sound else f"{len(report.problems)} problem(s)"
+        print(f"verified {report.scopes_checked} scopes{hashed}: {verdict}")
+    if not report.sound:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _size_option(value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _duration_option(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _gc_json(report: GcReport) -> dict[str, Any]:
+    return {
+        "bytes_before": report.bytes_before,
+        "bytes_after": report.bytes_after,
+        "keep_storage": report.keep_storage,
+        "grace_s": report.grace_s,
+        "fits": report.fits,
+        "blobs_removed": report.blobs_removed,
+        "bytes_removed": report.bytes_removed,
+        "scopes_evicted": report.scopes_evicted,
+        "scopes_quarantined": report.scopes_quarantined,
+        "staging_reclaimed": report.staging_reclaimed,
+        "staging_live": report.staging_live,
+        "imports_live": report.leases_live,
+        "quarantine_removed": report.quarantine_removed,
+    }
+
+
+@app.command("gc")
+def gc_command(
+    ctx: typer.Context,
+    keep_storage: Annotated[
+        str | None, typer.Option("--keep-storage", help="Evict least recently used scopes down to SIZE (10GB, 500MiB).")
+    ] = None,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Keep blobs and scopes younger than this (0, 30s, 10m, 24h, 7d).")
+    ] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Remove unused blobs and dead staging, then evict scopes until the store fits --keep-storage."""
+    keep = None if keep_storage is None else _size_option(keep_storage)
+    grace_s = _duration_option(grace)
+    state = _state(ctx)
+    with _progress(state.output) as progress:
+        report = state.open_store(writable=True).gc(keep_storage=keep, grace_s=grace_s, progress=progress)
+    if as_json:
+        _print_json(_gc_json(report))
+        return
+    print(
+        f"gc: removed {report.blobs_removed} blobs ({format_size(report.bytes_removed)}), "
+        f"evicted {len(report.scopes_evicted)} scopes, reclaimed {report.staging_reclaimed} staging dirs; "
+        f"store {format_size(report.bytes_before)} -> {format_size(report.bytes_after)}"
+    )
+    if report.scopes_evicted:
+        print("evicted: " + ", ".join(report.scopes_evicted))
+    if not report.fits and keep is not None:
+        state.output.warn(
+            f"the store is still {format_size(report.bytes_after)}, above --keep-storage {format_size(keep)}: "
+            "the rest is used by running builds or by scopes used within the grace period"
+        )
+
+
+@app.command("prune")
+def prune_command(
+    ctx: typer.Context,
+    scope: Annotated[str, typer.Argument(help="The scope to remove (as `ls` shows it).")],
+) -> None:
+    """Remove one scope, and the blobs no other scope uses."""
+    state = _state(ctx)
+    report = state.open_store(writable=True).prune(scope)
+    if not report.found:
+        state.output.error(f"no cache scope {scope!r}", hint="`composecache cache ls` lists the scopes")
+        raise typer.Exit(EXIT_FAILURE)
+    print(f"pruned scope {report.scope!r}: freed {format_size(report.bytes_removed)} ({report.blobs_removed} blobs)")
+
+
+def main(args: list[str], settings: Settings, output: Output) -> int:
+    """Run `composecache cache ARGS...`; returns the exit code (0 ok, 1 expected failure, 2 usage)."""
+    command = typer.main.get_command(app)
+    state = CacheState(settings, output)
+    try:
+        command(args=list(args), prog_name="composecache cache", standalone_mode=True, obj=state)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except ComposecacheError as exc:
+        output.error(exc.message, exc.hint)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], Settings.from_env(), Output()))

@@ -1,0 +1,190 @@
+"""Mark-and-sweep garbage collection, LRU eviction to a size, and pruning one scope.
+
+BuildKit never deletes anything from a local cache (moby/buildkit#1896), so
+this is the only thing that bounds the store.  All of it runs under the store
+lock, so no publish or import can interleave; builds themselves keep running
+(the lock is never held for a build):
+
+1. reclaim staging left by killed builds (lock free) and stale import leases;
+2. mark: blobs named by every scope, by every live staging index and lease;
+3. sweep: unmarked blobs older than the grace period (a running export writes
+   its blobs before its index exists: the grace period is what protects them;
+   a publish that finds one gone is dropped, never half-applied);
+4. evict whole scopes, least recently used first (imports count as use),
+   never one used within the grace period, until the store fits; each
+   eviction sweeps the blobs it leaves unreferenced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from composecache.store import scopes
+from composecache.store.layout import Layout
+from composecache.store.naming import is_safe_dirname, safe_dirname
+from composecache.store.roots import BlobFile, Progress, Roots, blob_files, collect_roots, reclaim_dead
+from composecache.store.safefs import remove_tree
+
+
+@dataclass
+class GcReport:
+    bytes_before: int = 0
+    bytes_after: int = 0
+    blobs_removed: int = 0
+    bytes_removed: int = 0
+    scopes_evicted: list[str] = field(default_factory=list)
+    scopes_quarantined: list[str] = field(default_factory=list)
+    staging_reclaimed: int = 0
+    staging_live: int = 0
+    leases_live: int = 0
+    quarantine_removed: int = 0
+    keep_storage: int | None = None
+    grace_s: float = 0.0
+
+    @property
+    def fits(self) -> bool:
+        return self.keep_storage is None or self.bytes_after <= self.keep_storage
+
+
+@dataclass
+class PruneReport:
+    scope: str
+    found: bool
+    blobs_removed: int = 0
+    bytes_removed: int = 0
+
+
+class _Sweeper:
+    """Deletes blobs and keeps the running totals."""
+
+    def __init__(self, layout: Layout, blobs: list[BlobFile], report: GcReport) -> None:
+        self.layout = layout
+        self.blobs = {blob.digest: blob for blob in blobs}
+        self.total = sum(blob.size for blob in blobs)
+        self.report = report
+
+    def remove(self, digest: str) -> None:
+        blob = self.blobs.pop(digest, None)
+        if blob is None:
+            return
+        try:
+            os.unlink(self.layout.blob(blob.hex))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            self.blobs[digest] = blob
+            return
+        self.total -= blob.size
+        self.report.blobs_removed += 1
+        self.report.bytes_removed += blob.size
+
+
+def _tidy_scopes(layout: Layout, roots: Roots, report: GcReport) -> None:
+    for scope_dir, problem in roots.broken:
+        name = scopes.display_name(scope_dir)
+        with contextlib.suppress(OSError):
+            scopes.quarantine(layout, scope_dir, str(problem), name)
+            report.scopes_quarantined.append(name)
+    for scope_dir in roots.empty_scopes:  # a publish that died between mkdir and its index
+        with contextlib.suppress(OSError):
+            remove_tree(scope_dir)
+
+
+def _expire_quarantine(layout: Layout, cutoff: float, report: GcReport) -> None:
+    for entry in scopes.quarantine_entries(layout):
+        if entry.since < cutoff:
+            with contextlib.suppress(OSError):
+                remove_tree(entry.path)
+                report.quarantine_removed += 1
+
+
+def collect_garbage(
+    layout: Layout,
+    *,
+    keep_storage: int | None,
+    grace_s: float,
+    progress: Progress | None = None,
+    now: float | None = None,
+) -> GcReport:
+    """gc proper; the caller holds the store lock."""
+    now = time.time() if now is None else now
+    cutoff = now - grace_s
+    report = GcReport(keep_storage=keep_storage, grace_s=grace_s)
+    roots = collect_roots(layout, progress)
+    try:
+        report.staging_reclaimed = reclaim_dead(roots)
+    finally:
+        roots.release()
+    report.staging_live, report.leases_live = roots.live_staging, roots.live_leases
+    _tidy_scopes(layout, roots, report)
+    sweeper = _Sweeper(layout, blob_files(layout), report)
+    report.bytes_before = sweeper.total
+    kept = roots.kept
+    candidates = [b for b in sweeper.blobs.values() if b.digest not in kept and b.mtime < cutoff]
+    for done, blob in enumerate(candidates, 1):
+        sweeper.remove(blob.digest)
+        if progress is not None:
+            progress("sweeping blobs", done, len(candidates))
+    if keep_storage is not None and sweeper.total > keep_storage:
+        _evict_lru(layout, roots, sweeper, keep_storage, cutoff)
+    _expire_quarantine(layout, cutoff, report)
+    report.bytes_after = sweeper.total
+    return report
+
+
+def _evict_lru(layout: Layout, roots: Roots, sweeper: _Sweeper, keep_storage: int, cutoff: float) -> None:
+    refcount: Counter[str] = Counter()
+    for scope in roots.scope_refs:
+        refcount.update(scope.digests)
+    evictable = sorted((s for s in roots.scope_refs if s.last_used < cutoff), key=lambda s: s.last_used)
+    for scope in evictable:
+        if sweeper.total <= keep_storage:
+            break
+        try:
+            remove_tree(scope.path)
+        except OSError:
+            continue
+        sweeper.report.scopes_evicted.append(scope.name)
+        for digest in scope.digests:
+            refcount[digest] -= 1
+            blob = sweeper.blobs.get(digest)
+            if refcount[digest] <= 0 and digest not in roots.protected and blob is not None and blob.mtime < cutoff:
+                sweeper.remove(digest)
+
+
+def find_scope_dir(layout: Layout, scope: str) -> tuple[str, Path | None]:
+    """A scope by its exact name, or by its directory name as `ls` shows for unnamed scopes."""
+    candidates = [layout.scopes / safe_dirname(scope)]
+    if is_safe_dirname(scope):
+        candidates.append(layout.scopes / scope)
+    for path in candidates:
+        if os.path.lexists(path):
+            return scopes.display_name(path), path
+    return scope, None
+
+
+def prune_scope(layout: Layout, scope: str) -> PruneReport:
+    """Remove one scope and the blobs only it used (the caller holds the store lock)."""
+    name, path = find_scope_dir(layout, scope)
+    report = PruneReport(name, found=path is not None)
+    if path is None:
+        return report
+    roots = collect_roots(layout)
+    roots.release()
+    own = next((s.digests for s in roots.scope_refs if s.path == path), frozenset())
+    others = {d for s in roots.scope_refs if s.path != path for d in s.digests} | roots.protected
+    remove_tree(path)
+    for blob in blob_files(layout):
+        if blob.digest in own and blob.digest not in others:
+            try:
+                os.unlink(layout.blob(blob.hex))
+            except OSError:
+                continue
+            report.blobs_removed += 1
+            report.bytes_removed += blob.size
+    return report

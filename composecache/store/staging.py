@@ -1,0 +1,142 @@
+"""Private per-build export directories (cache_to dest) and import leases, each held by an flock.
+
+Staging: `staging/<scope>.<random>/` with `blobs -> ../../blobs`, so BuildKit
+skips blobs the store already has and writes new ones straight into the
+shared store (by rename from the staging `ingest/`, so a blob appears whole
+or not at all).  Its lock file `staging/<scope>.<random>.lock` is created and
+locked BEFORE the directory exists and unlinked only AFTER it is removed, so
+a staging directory whose lock is free (or missing) belongs to a dead process:
+gc reclaims it and it is never published.
+
+Lease: `leases/<random>.lease` names a manifest a running build imports; gc
+keeps that manifest's blobs while the lease is held, even if the scope is
+republished or evicted meanwhile.  Leases live until released or until the
+process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from composecache.store import oci
+from composecache.store.layout import BLOBS_LINK, Layout
+from composecache.store.locking import HeldLock, LockTimeout, create_and_lock
+from composecache.store.safefs import (
+    DIR_MODE,
+    ensure_relative_link,
+    read_small_file,
+    remove_tree,
+    unlink_quietly,
+)
+
+LOCK_SUFFIX = ".lock"
+LEASE_SUFFIX = ".lease"
+CREATE_ATTEMPTS = 5
+
+
+@dataclass(eq=False)
+class Staging:
+    """A build's private export directory; `cache_to` is what to hand to BuildKit."""
+
+    scope: str
+    path: Path
+    cache_to: str
+    lock: HeldLock = field(repr=False)
+    published_digest: str | None = None
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "index.json"
+
+    def staged_manifest(self) -> oci.Descriptor | None:
+        """The manifest the last export into this staging points at (None: no export yet)."""
+        try:
+            return oci.select_cache_manifest(read_small_file(self.index_path))
+        except (OSError, ValueError):
+            return None
+
+    def has_new_export(self) -> bool:
+        """index.json is present and points somewhere new since the last publish."""
+        staged = self.staged_manifest()
+        return staged is not None and staged.digest != self.published_digest
+
+
+def _new_locked_file(directory: Path, stem: str, suffix: str, content: bytes) -> tuple[str, HeldLock]:
+    for _ in range(CREATE_ATTEMPTS):
+        name = f"{stem}.{secrets.token_hex(8)}"
+        try:
+            lock = create_and_lock(directory / f"{name}{suffix}", content)
+        except (FileExistsError, LockTimeout):
+            continue
+        # gc may probe (and reclaim) a lock file between its creation and our flock.
+        if lock.still_at_path():
+            return name, lock
+        lock.release()
+    raise FileExistsError(f"could not create a lock file in {directory}")
+
+
+def create_staging(layout: Layout, scope: str, stem: str) -> tuple[Path, HeldLock]:
+    """Make a locked, empty staging dir for `scope` (the lock first, then the directory)."""
+    owner = json.dumps({"scope": scope, "pid": os.getpid(), "created": time.time()}).encode()
+    name, lock = _new_locked_file(layout.staging, stem, LOCK_SUFFIX, owner)
+    path = layout.staging / name
+    try:
+        os.mkdir(path, DIR_MODE)
+        os.chmod(path, DIR_MODE)
+        ensure_relative_link(path / "blobs", BLOBS_LINK)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_tree(path)
+        unlink_quietly(lock.path)
+        lock.release()
+        raise
+    return path, lock
+
+
+def remove_staging(path: Path, lock: HeldLock) -> None:
+    """Directory first, then the lock file, then let go of the lock (see the module doc)."""
+    try:
+        remove_tree(path)
+    finally:
+        unlink_quietly(lock.path)
+        lock.release()
+
+
+def staging_lock_path(staging_dir: Path) -> Path:
+    return staging_dir.with_name(staging_dir.name + LOCK_SUFFIX)
+
+
+# --- import leases -------------------------------------------------------------------------------
+
+_HELD_LEASES: dict[Path, HeldLock] = {}
+
+
+def take_lease(layout: Layout, scope: str, manifest: oci.Descriptor) -> Path:
+    """Record (and lock) that this process imports `manifest`; held until release or exit."""
+    content = json.dumps({"scope": scope, "digest": manifest.digest, "size": manifest.size,
+                          "pid": os.getpid()}).encode()  # fmt: skip
+    _, lock = _new_locked_file(layout.leases, "import", LEASE_SUFFIX, content)
+    _HELD_LEASES[lock.path] = lock
+    return lock.path
+
+
+def release_lease(path: Path) -> None:
+    lock = _HELD_LEASES.pop(path, None)
+    if lock is not None:
+        unlink_quietly(path)
+        lock.release()
+
+
+def lease_manifest(path: Path) -> oci.Descriptor | None:
+    """The manifest a (held) lease protects."""
+    try:
+        value = json.loads(read_small_file(path, limit=64 * 1024))
+        return oci.parse_descriptor({"digest": value.get("digest"), "size": value.get("size")})
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,328 @@
+"""The shared cache store: what the build front-ends call.
+
+    store = Store.open(cache_dir, namespace)
+    spec = store.prepare_import(scope)        # cache_from, pinned by digest, or None
+    staging = store.prepare_export(scope)     # cache_to, a private locked staging dir
+    ... run the build ...
+    outcome = store.publish(staging)          # atomic, checked, never raises for cache problems
+
+Concurrency rules (DESIGN.md 3, principle 3): imports are pinned with
+`digest=` so BuildKit never reads a scope's index.json nor takes its lock;
+every export goes to private staging; publishing happens under composecache's
+own store lock after checking that every blob the new manifest names exists,
+and the store lock is never held while a build runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from composecache.errors import CacheUnavailable, ComposecacheError
+from composecache.store import layout as layout_mod
+from composecache.store import oci, scopes
+from composecache.store.gc import GcReport, PruneReport, collect_garbage, prune_scope
+from composecache.store.layout import Layout
+from composecache.store.locking import HeldLock, acquire
+from composecache.store.naming import safe_dirname
+from composecache.store.roots import Progress
+from composecache.store.safefs import UnsafePath, describe_os_error, read_small_file
+from composecache.store.staging import Staging, create_staging, release_lease, remove_staging, take_lease
+from composecache.store.stats import StoreStats, store_stats
+from composecache.store.verify import VerifyReport, verify_store
+
+Notice = Callable[[str], None]
+MODES = ("max", "min")
+# cache_to keys the store decides: `reset=true` would delete every shared blob the export does not
+# reference, through the staging `blobs` link (buildx >= 0.35, local exporter).
+RESERVED_EXPORT_KEYS = frozenset({"type", "dest", "src", "mode", "ignore-error", "reset"})
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+
+
+def spec_string(fields: list[tuple[str, str]]) -> str:
+    """`k=v,k=v` as buildx parses it (a CSV record): quote fields holding `,` or `"`."""
+    parts = []
+    for key, value in fields:
+        part = f"{key}={value}"
+        if any(ch in part for ch in ',"\n\r'):
+            part = '"' + part.replace('"', '""') + '"'
+        parts.append(part)
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    scope: str
+    path: Path
+    digest: str
+    cache_from: str
+    lease: Path | None = None
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    scope: str
+    published: bool
+    reason: str
+    digest: str | None = None
+
+
+class Store:
+    """One namespace of a shared cache directory (see layout.py for what lives where)."""
+
+    def __init__(self, layout: Layout, *, writable: bool, read_only: bool, on_notice: Notice | None,
+                 lock_timeout: float, warnings: list[str]) -> None:  # fmt: skip
+        self.layout = layout
+        self.writable = writable
+        self.read_only = read_only
+        self.lock_timeout = lock_timeout
+        self.warnings = warnings
+        self._on_notice = on_notice
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        namespace: str = "default",
+        read_only: bool = False,
+        *,
+        on_notice: Notice | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> Store:
+        """Open (creating when writable) the store at `root`; CacheUnavailable if it is unusable.
+
+        A readable store we may not write to (read-only mount, EACCES, EROFS)
+        opens with writable False.  read_only=True never writes anything.
+        """
+        try:
+            safe_dirname(namespace)
+        except ValueError as exc:
+            raise CacheUnavailable(f"bad namespace {namespace!r}: {exc}") from exc
+        layout = Layout(Path(os.path.abspath(root)), namespace)
+        if read_only:
+            if not layout.base.exists():
+                raise CacheUnavailable(f"the cache directory {layout.base} does not exist")
+            layout_mod.check_existing(layout)
+            writable = False
+        else:
+            writable = layout_mod.create(layout)
+        return cls(layout, writable=writable, read_only=read_only, on_notice=on_notice,
+                   lock_timeout=lock_timeout, warnings=layout_mod.warnings_for(layout))  # fmt: skip
+
+    @property
+    def root(self) -> Path:
+        """The namespace root actually used (`<cache dir>/ns/<namespace>`)."""
+        return self.layout.root
+
+    @property
+    def base(self) -> Path:
+        return self.layout.base
+
+    @property
+    def namespace(self) -> str:
+        return self.layout.namespace
+
+    def notice(self, message: str) -> None:
+        if self._on_notice is not None:
+            self._on_notice(message)
+
+    @contextlib.contextmanager
+    def locked(self, *, wait_forever: bool = False) -> Iterator[HeldLock]:
+        """The store lock (build paths give up after lock_timeout; maintenance waits)."""
+        wait = None if wait_forever else self.lock_timeout
+        with acquire(self.layout.store_lock, timeout=wait, on_wait=self.notice, what="cache store lock") as held:
+            yield held
+
+    # --- imports ---------------------------------------------------------------------------------
+
+    def _import_spec(self, scope: str, content: scopes.ScopeContent, lease: Path | None) -> ImportSpec:
+        path = self.layout.scope_dir(scope)
+        spec = spec_string([("type", "local"), ("src", str(path)), ("digest", content.manifest.digest)])
+        return ImportSpec(scope, path, content.manifest.digest, spec, lease)
+
+    def peek_import(self, scope: str) -> ImportSpec | None:
+        """What prepare_import would return, writing nothing (for --dry-run and read-only stores)."""
+        try:
+            content = scopes.inspect_scope(self.layout, self.layout.scope_dir(scope))
+        except scopes.ScopeProblem as problem:
+            self.notice(f"not importing cache scope {scope!r}: {problem} {problem.digest or ''}".rstrip())
+            return None
+        except OSError as exc:
+            raise CacheUnavailable(f"cannot read cache scope {scope!r}: {describe_os_error(exc)}") from exc
+        return None if content is None else self._import_spec(scope, content, None)
+
+    def prepare_import(self, scope: str) -> ImportSpec | None:
+        """cache_from for `scope` pinned by digest, or None (no valid index: a cold build).
+
+        When writable: checked under the store lock, a lease keeps the
+        manifest's blobs through gc until release_import() or process exit,
+        the last use is recorded, and a corrupt scope is quarantined.
+        """
+        if not self.writable:
+            return self.peek_import(scope)
+        try:
+            with self.locked():
+                return self._prepare_import_locked(scope)
+        except OSError as exc:  # lock timeout, disk trouble: the build can still import, unprotected
+            self.notice(f"cache lock unavailable ({describe_os_error(exc)}); importing {scope!r} without a lease")
+            return self.peek_import(scope)
+
+    def _prepare_import_locked(self, scope: str) -> ImportSpec | None:
+        scope_dir = self.layout.scope_dir(scope)
+        try:
+            content = scopes.inspect_scope(self.layout, scope_dir)
+        except scopes.ScopeProblem as problem:
+            self._quarantine_scope(scope_dir, scope, problem)
+            return None
+        if content is None:
+            return None
+        lease: Path | None = None
+        try:
+            lease = take_lease(self.layout, scope, content.manifest)
+            scopes.write_record(scope_dir, scope, published=False)
+        except OSError as exc:  # recording use is best effort (a full disk must not stop an import)
+            self.notice(f"could not record the use of cache scope {scope!r}: {describe_os_error(exc)}")
+        return self._import_spec(scope, content, lease)
+
+    def release_import(self, spec: ImportSpec | None) -> None:
+        """Let gc reclaim what the import used (also happens when the process exits)."""
+        if spec is not None and spec.lease is not None:
+            release_lease(spec.lease)
+
+    def _quarantine_scope(self, scope_dir: Path, scope: str, problem: scopes.ScopeProblem) -> None:
+        where = ""
+        try:
+            where = f"; moved to {scopes.quarantine(self.layout, scope_dir, str(problem), scope)}"
+        except OSError as exc:
+            where = f"; could not quarantine it: {describe_os_error(exc)}"
+        self.notice(f"cache scope {scope!r} is corrupt ({problem} {problem.digest or ''}){where}")
+
+    # --- exports ---------------------------------------------------------------------------------
+
+    def _export_fields(self, dest: str, mode: str, options: Mapping[str, str] | None) -> list[tuple[str, str]]:
+        if mode not in MODES:
+            raise ValueError(f"cache export mode must be one of {', '.join(MODES)}, not {mode!r}")
+        fields = [("type", "local"), ("dest", dest), ("mode", mode), ("ignore-error", "true")]
+        for key, value in (options or {}).items():
+            if key in RESERVED_EXPORT_KEYS:
+                self.notice(f"ignoring cache_to option {key}={value}: the store sets it")
+            else:
+                fields.append((key, value))
+        return fields
+
+    def describe_export(self, scope: str, mode: str = "max", options: Mapping[str, str] | None = None) -> str:
+        """What prepare_export's cache_to would look like, writing nothing (for --dry-run)."""
+        dest = self.layout.staging / f"{safe_dirname(scope)}.<random>"
+        return spec_string(self._export_fields(str(dest), mode, options))
+
+    def prepare_export(self, scope: str, mode: str = "max", options: Mapping[str, str] | None = None) -> Staging:
+        """A private, locked staging directory to export `scope` into; CacheUnavailable if not possible."""
+        if not self.writable:
+            raise CacheUnavailable(f"the cache at {self.base} is read-only: not exporting {scope!r}")
+        fields = self._export_fields("", mode, options)  # validate before creating anything
+        try:
+            path, lock = create_staging(self.layout, scope, safe_dirname(scope))
+        except OSError as exc:
+            raise CacheUnavailable(
+                f"cannot prepare a cache export for {scope!r}: {describe_os_error(exc)}",
+                hint="free some space (composecache cache gc) or check the cache directory's permissions",
+            ) from exc
+        fields[1] = ("dest", str(path))
+        return Staging(scope, path, spec_string(fields), lock)
+
+    def discard(self, staging: Staging) -> None:
+        """Remove a staging directory and release its lock; never raises."""
+        if not staging.lock.held:
+            return
+        try:
+            remove_staging(staging.path, staging.lock)
+        except OSError as exc:
+            self.notice(f"could not remove cache staging {staging.path}: {describe_os_error(exc)}")
+
+    def publish(self, staging: Staging, keep: bool = False) -> PublishOutcome:
+        """Make the staged export the scope's cache, or drop it; never raises for cache problems."""
+        try:
+            outcome = self._publish(staging)
+        except (OSError, ValueError, ComposecacheError) as exc:
+            reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            outcome = PublishOutcome(staging.scope, False, f"not published: {reason}")
+        finally:
+            if not keep:
+                self.discard(staging)
+        return outcome
+
+    def _publish(self, staging: Staging) -> PublishOutcome:
+        scope = staging.scope
+        if not self.writable:
+            return PublishOutcome(scope, False, "the cache is read-only")
+        if not staging.lock.held:
+            return PublishOutcome(scope, False, "the staging directory was already released")
+        try:
+            manifest = oci.select_cache_manifest(read_small_file(staging.index_path))
+        except FileNotFoundError:
+            return PublishOutcome(scope, False, "the build exported no cache (no index.json in staging)")
+        except oci.OciError as exc:
+            return PublishOutcome(scope, False, f"the staged index.json is unusable: {exc}")
+        if manifest.digest == staging.published_digest:
+            return PublishOutcome(scope, False, "nothing new since the last publish", manifest.digest)
+        with self.locked():
+            scope_dir = self.layout.scope_dir(scope)
+            try:
+                scopes.check_blobs(self.layout, [manifest])
+                scopes.check_blobs(self.layout, scopes.read_manifest(self.layout, manifest))
+            except scopes.ScopeProblem as problem:
+                # BuildKit skipped a blob that existed when it looked; gc removed it since. Never
+                # publish an index naming a missing blob: this export is dropped, the next one heals.
+                return PublishOutcome(scope, False, f"dropped: {problem.detail} ({problem.digest})", manifest.digest)
+            self._make_scope_dir(scope_dir, scope)
+            scopes.write_index(scope_dir, manifest)
+            scopes.write_record(scope_dir, scope, published=True)
+        staging.published_digest = manifest.digest
+        return PublishOutcome(scope, True, "published", manifest.digest)
+
+    def _make_scope_dir(self, scope_dir: Path, scope: str) -> None:
+        try:
+            scopes.ensure_scope_dir(self.layout, scope_dir)
+        except UnsafePath as exc:  # something planted where the scope belongs: out of the way
+            self._quarantine_scope(scope_dir, scope, scopes.ScopeProblem(scopes.UNSAFE, describe_os_error(exc)))
+            scopes.ensure_scope_dir(self.layout, scope_dir)
+
+    def scope_exists(self, scope: str) -> bool:
+        """Whether `scope` has a published index (not whether it is sound: see prepare_import)."""
+        scope_dir = self.layout.scope_dir(scope)
+        try:
+            return stat.S_ISDIR(os.lstat(scope_dir).st_mode) and stat.S_ISREG(
+                os.lstat(scope_dir / scopes.INDEX).st_mode
+            )
+        except OSError:
+            return False
+
+    # --- maintenance (composecache cache ...) ------------------------------------------------------
+
+    def _require_writable(self, what: str) -> None:
+        if not self.writable:
+            raise CacheUnavailable(f"cannot {what}: the cache at {self.base} is read-only")
+
+    def gc(self, keep_storage: int | None = None, grace_s: float = 0.0, progress: Progress | None = None) -> GcReport:
+        """Mark-and-sweep, then LRU eviction down to keep_storage bytes (see gc.py)."""
+        self._require_writable("collect garbage")
+        with self.locked(wait_forever=True):
+            return collect_garbage(self.layout, keep_storage=keep_storage, grace_s=grace_s, progress=progress)
+
+    def prune(self, scope: str) -> PruneReport:
+        """Remove one scope and the blobs no other scope or running build uses."""
+        self._require_writable("prune")
+        with self.locked(wait_forever=True):
+            return prune_scope(self.layout, scope)
+
+    def verify(self, deep: bool = False, progress: Progress | None = None) -> VerifyReport:
+        """Report every problem; quarantine what is broken when writable (see verify.py)."""
+        locked = (lambda: self.locked(wait_forever=True)) if self.writable else None
+        return verify_store(self.layout, deep=deep, locked=locked, progress=progress)
+
+    def stats(self, progress: Progress | None = None) -> StoreStats:
+        return store_stats(self.layout, progress)
