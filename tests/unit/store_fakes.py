@@ -71,3 +71,23 @@ def publish_layers(store: Store, scope: str, layers: list[bytes]) -> Descriptor:
     outcome = store.publish(staging)
     assert outcome.published, outcome
     return manifest
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int, float]]:
+    """Every entry under root with its mode, size and mtime (to prove nothing was written)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        found[str(path.relative_to(root))] = (info.st_mode, info.st_size, info.st_mtime)
+    info = root.lstat()
+    found["."] = (info.st_mode, info.st_size, info.st_mtime)
+    return found
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o664)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
