@@ -20,42 +20,8 @@ import sandboxlib  # noqa: E402
 Session = sandboxlib.Session
 FIXTURES = REPO / "fixtures"
 CORPUS = REPO.parent / "shared" / "corpus"
-BUSYBOX = Path("/bin/busybox")
-BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "sleep", "mkdir", "dd", "head", "sha256sum", "true", "false",
-                   "env", "touch", "rm", "cp", "wc", "grep", "seq", "tr", "gzip", "tar", "yes", "printf")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def make_rootfs_tar(dest: Path) -> Path:
-    """A tiny root filesystem: a static busybox and its applet links (no registry needed)."""
-    if not BUSYBOX.exists():
-        raise RuntimeError("/bin/busybox is missing: install busybox-static (scripts/install-toolchain does)")
-    stage = dest.parent / (dest.name + ".d")
-    shutil.rmtree(stage, ignore_errors=True)
-    (stage / "bin").mkdir(parents=True)
-    (stage / "tmp").mkdir()
-    shutil.copy2(BUSYBOX, stage / "bin" / "busybox")
-    for applet in BUSYBOX_APPLETS:
-        (stage / "bin" / applet).symlink_to("busybox")
-    # Fixed mtimes, owner and order: the same tar bytes every time, so the ADD layer caches.
-    subprocess.run(
-        ["tar", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner",
-         "-C", str(stage), "-cf", str(dest), "."],
-        check=True,
-    )  # fmt: skip
-    shutil.rmtree(stage)
-    return dest
-
-
-def copy_fixture(name: str, dest: Path, rootfs: Path) -> Path:
-    """Copy fixtures/<name> to dest and put rootfs.tar in every directory holding a Dockerfile."""
-    shutil.copytree(FIXTURES / name, dest, symlinks=True)
-    for dockerfile in dest.rglob("Dockerfile*"):
-        shutil.copy2(rootfs, dockerfile.parent / "rootfs.tar")
-    return dest
+make_rootfs_tar = sandboxlib.make_rootfs_tar
+copy_fixture = sandboxlib.copy_fixture
 
 
 @dataclass
