@@ -65,7 +65,8 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     if plan.strategy == "bake" and tools is not None:
         from composecache.compose import bake
 
-        return bake.run(parsed, files, model, requests, plan, tools, settings, output, env)
+        assert config_result is not None
+        return bake.run(parsed, files, model, requests, plan, tools, settings, output, env, config_result.stdout)
 
     build = CachedBuild(settings, output, export=plan.export,
                         no_export_reason="" if plan.export else "import only")  # fmt: skip

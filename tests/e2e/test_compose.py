@@ -183,3 +183,21 @@ def test_ctrl_c_reaches_compose_and_exits_130(sessions: harness.Sessions, tmp_pa
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, out
+
+
+@pytest.mark.parametrize("leg", ["stable", "latest"])
+def test_bake_strategy_builds_with_set_and_compose_rebuilds_nothing(
+        leg: str, sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
+    a = sessions.start(leg)
+    _cc(a, cache_dir, project, "--strategy", "bake", "-p", "a", "up", "--build", "-d")
+    assert _running(a, "a") == DEFAULT_SERVICES
+    b = sessions.start(leg)
+    warm = _cc(b, cache_dir, project, "--strategy", "bake", "-p", "b", "--progress", "plain", "up", "--build", "-d")
+    harness.assert_all_run_steps_cached(warm.output, at_least=5)
+    assert _running(b, "b") == DEFAULT_SERVICES
+    # Everything after composecache's summary is compose's own run: no build step in it.
+    compose_part = warm.stderr.rsplit("composecache: ", 1)[1].split("\n", 1)[1]
+    assert "RUN " not in compose_part and "Building" not in compose_part, compose_part
+    images = harness.docker(b, "images", "--format", "{{.Repository}}").stdout.split()
+    assert {f"b-{service}" for service in DEFAULT_SERVICES} <= set(images)

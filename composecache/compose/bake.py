@@ -1,0 +1,104 @@
+"""`--strategy bake`: build with `docker buildx bake --set`, then run compose with --no-build.
+
+`--set` is bake's, not compose's: bake reads compose's own resolved model
+(`docker compose config`, written to a private short-lived file since it may
+hold values from env files), gets `<service>.cache-from` / `.cache-to` /
+`.tags` per service, loads the images into the session daemon under the names
+compose would give them (the service's `image`, else `<project>-<service>`),
+and compose then runs with `--no-build`, so it builds nothing itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from packaging.version import Version
+
+from composecache import runner
+from composecache.cached_build import CachedBuild, CacheRequest
+from composecache.compose.cmdline import ComposeArgs
+from composecache.compose.files import ComposeFiles
+from composecache.compose.override import OverrideFile
+from composecache.compose.project import ProjectModel
+from composecache.compose.versions import Plan
+from composecache.output import Output
+from composecache.settings import Settings
+from composecache.toolchain import Toolchain, parse_version, safe_capture
+
+# buildx enforces filesystem entitlements for bake from 0.20 on.
+FS_ENTITLEMENTS_SINCE = Version("0.20.0")
+BUILD_FLAGS = {"--build", "--build=true"}
+
+
+def image_name(model: ProjectModel, service: str) -> str:
+    image = model.services[service].image
+    return image if image else f"{model.name}-{service}"
+
+
+def set_flags(model: ProjectModel, build: CachedBuild, services: list[str]) -> list[str]:
+    flags = []
+    for service in services:
+        own_from = list((model.services[service].build or {}).get("cache_from") or [])
+        own_to = list((model.services[service].build or {}).get("cache_to") or [])
+        slot = build.slots.get(service)
+        cache_from = own_from + (slot.cache_from if slot else [])
+        cache_to = own_to + ([slot.cache_to] if slot and slot.cache_to else [])
+        flags += ["--set", f"{service}.tags={image_name(model, service)}"]
+        # Repeating --set for a list key appends to it (buildx parseOverrides).
+        flags += [arg for spec in cache_from for arg in ("--set", f"{service}.cache-from={spec}")]
+        flags += [arg for spec in cache_to for arg in ("--set", f"{service}.cache-to={spec}")]
+    return flags
+
+
+def run(
+    parsed: ComposeArgs,
+    files: ComposeFiles,
+    model: ProjectModel,
+    requests: list[CacheRequest],
+    plan: Plan,
+    tools: Toolchain,
+    settings: Settings,
+    output: Output,
+    env: Mapping[str, str],
+    config_yaml: str,
+) -> int:
+    compose = tools.compose
+    if parsed.subcommand == "watch":
+        output.warn("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without the cache")
+        runner.exec_replace([*compose, *parsed.argv()], env)
+    services = [name for name, service in model.services.items() if service.builds]
+    if parsed.services and parsed.subcommand == "build":
+        services = [name for name in services if name in parsed.services]
+    build = CachedBuild(settings, output, export=plan.export, no_export_reason="" if plan.export else "import only")
+    build.prepare([request for request in requests if request.key in services])
+    with OverrideFile({}) as private:
+        model_file = private.directory / "model.yaml"
+        fd = os.open(model_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(config_yaml)
+        bake = [str(tools.docker), "buildx", "bake", "-f", str(model_file), "--load",
+                *set_flags(model, build, services), *_entitlements(tools, settings, env), *services]  # fmt: skip
+        if settings.dry_run:
+            print(" ".join(bake))
+            build.finish(summary=False)
+            return 0
+        try:
+            status = runner.run_foreground(bake, env, on_tick=build.publish_ready, cwd=files.project_dir)
+        finally:
+            build.finish(summary=not settings.quiet)
+    if status != 0 or parsed.subcommand == "build":
+        return status
+    sub_args = [arg for arg in parsed.sub_args if arg not in BUILD_FLAGS]
+    if "--no-build" not in sub_args:
+        sub_args.insert(0, "--no-build")
+    return runner.run_foreground([*compose, *parsed.argv(subcommand_args=sub_args)], {**env, **plan.env})
+
+
+def _entitlements(tools: Toolchain, settings: Settings, env: Mapping[str, str]) -> list[str]:
+    version = parse_version(safe_capture([str(tools.docker), "buildx", "version"], env).stdout)
+    if version is None or version < FS_ENTITLEMENTS_SINCE:
+        return []
+    root = str(Path(os.path.abspath(settings.cache_dir)))
+    return ["--allow", f"fs.read={root}", "--allow", f"fs.write={root}"]
