@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from composecache.errors import CacheUnavailable
 from composecache.output import Output
 from composecache.settings import Settings
-from composecache.store import PublishOutcome, Staging, Store
+from composecache.store import ImportSpec, PublishOutcome, Staging, Store
+from composecache.store.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class CacheSlot:
     request: CacheRequest
     cache_from: list[str] = field(default_factory=list)
     imported_from: list[str] = field(default_factory=list)
+    imports: list[ImportSpec] = field(default_factory=list)  # leases held until finish()
     cache_to: str | None = None
     staging: Staging | None = None
     outcome: PublishOutcome | None = None
@@ -65,8 +67,17 @@ class CachedBuild:
                 self.settings.cache_dir,
                 namespace=self.settings.namespace,
                 read_only=self.settings.read_only or self.settings.dry_run,
+                on_notice=self._warn_once,
             )
         except (CacheUnavailable, OSError) as exc:
+            if self.settings.dry_run and not self.settings.cache_dir.exists():
+                # A preview of a store that the real run would create.
+                self.output.info(f"the cache directory {self.settings.cache_dir} does not exist yet: "
+                                 "the real run creates it")  # fmt: skip
+                self.store = Store(Layout(self.settings.cache_dir.absolute(), self.settings.namespace),
+                                   writable=False, read_only=True, on_notice=self._warn_once,
+                                   lock_timeout=0, warnings=[])  # fmt: skip
+                return self.store
             self._warn_once(f"cache unavailable ({_reason(exc)}); building without it")
             self.store = None
             return None
@@ -92,6 +103,7 @@ class CachedBuild:
                     self._warn_once(f"{request.key}: cannot import from the cache ({_reason(exc)})")
                     continue
                 if spec is not None:
+                    slot.imports.append(spec)
                     slot.cache_from.append(spec.cache_from)
                     slot.imported_from.append(scope)
             if not self.export:
@@ -131,7 +143,11 @@ class CachedBuild:
     def finish(self, *, summary: bool = True) -> None:
         """Publish what is left, release every staging directory, say what happened."""
         for slot in self.slots.values():
-            if slot.staging is None or self.store is None:
+            if self.store is None:
+                continue
+            for spec in slot.imports:
+                self.store.release_import(spec)
+            if slot.staging is None:
                 continue
             self._publish(slot, keep=True)
             try:
