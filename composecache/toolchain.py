@@ -11,7 +11,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,22 @@ def is_shim(path: Path) -> bool:
             return SHIM_MARKER in handle.read(512)
     except OSError:
         return False
+
+
+SHIM_REAL_RE = re.compile(rb"^# real: (.+)$", re.M)
+
+
+def shim_target(path: Path) -> Path | None:
+    """The real binary a composecache shim wraps (recorded in its header at install time)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2048)
+    except OSError:
+        return None
+    if SHIM_MARKER not in head[:512]:
+        return None
+    match = SHIM_REAL_RE.search(head)
+    return Path(os.fsdecode(match.group(1))) if match else None
 
 
 def which_real(name: str, env: Mapping[str, str]) -> Path | None:
@@ -86,6 +102,9 @@ def compose_command(env: Mapping[str, str]) -> list[str]:
     plugin = find_plugin("compose", env)
     if plugin is not None and not is_shim(plugin):
         return [str(real_docker(env)), "compose"]
+    wrapped = shim_target(plugin) if plugin is not None else None
+    if wrapped is not None and wrapped.is_file():
+        return [str(wrapped)]  # the real plugin our plugin shim wraps, run standalone
     standalone = which_real("docker-compose", env)
     if standalone is not None:
         return [str(standalone)]
@@ -124,14 +143,17 @@ class Builder:
 
 
 def _parse_builder(inspect: Captured, info: Captured) -> Builder:
-    if inspect.returncode != 0:
-        return Builder(driver=None, containerd_store=None, error=(inspect.stderr.strip() or None))
-    match = re.search(r"^Driver:\s*(\S+)", inspect.stdout, re.M)
+    # `buildx inspect` exits 0 even when the daemon is unreachable: it prints an Error: line.
+    error = re.search(r"^Error:\s*(.+)$", inspect.stdout, re.M)
+    if inspect.returncode != 0 or error:
+        message = error.group(1) if error else inspect.stderr.strip()
+        return Builder(driver=None, containerd_store=None, error=message or "buildx inspect failed")
+    match = re.search(r"^Driver:[ \t]*(\S+)", inspect.stdout, re.M)
     driver = match.group(1) if match else None
     store: bool | None = None
-    if info.returncode == 0:
+    if info.returncode == 0 and info.stdout.strip() not in {"", "null"}:
         try:
-            status = json.loads(info.stdout or "null") or []
+            status = json.loads(info.stdout)
             store = any("io.containerd.snapshotter" in str(value) for pair in status for value in pair)
         except (ValueError, TypeError):
             store = None
@@ -167,10 +189,14 @@ def probe_compose_version(compose: list[str], env: Mapping[str, str]) -> tuple[V
     return parse_version(text), text.splitlines()[0] if text else ""
 
 
-def probe_builder(docker: Path, env: Mapping[str, str]) -> Builder:
+def probe_builder(
+    docker: Path, env: Mapping[str, str], global_args: Sequence[str] = (), builder: str | None = None
+) -> Builder:
+    """The builder `docker [global_args] buildx build [--builder builder]` would use."""
+    prefix = [str(docker), *global_args]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        inspect = pool.submit(safe_capture, [str(docker), "buildx", "inspect"], env)
-        info = pool.submit(safe_capture, [str(docker), "info", "--format", "{{json .DriverStatus}}"], env)
+        inspect = pool.submit(safe_capture, [*prefix, "buildx", "inspect", *([builder] if builder else [])], env)
+        info = pool.submit(safe_capture, [*prefix, "info", "--format", "{{json .DriverStatus}}"], env)
         return _parse_builder(inspect.result(), info.result())
 
 

@@ -44,8 +44,43 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
          f"{'import and export' if plan.export else 'import only'}"
          + (f" (child env {plan.env})" if plan.env else ""), "; ".join(plan.doctor_hints) or None)  # fmt: skip
     cache_dir = settings.cache_dir
-    writable = os.access(cache_dir, os.W_OK) if cache_dir.exists() else os.access(cache_dir.parent, os.W_OK)
+    existing = cache_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the real run creates the missing part
+    writable = os.access(existing, os.W_OK)
     line(writable and not settings.read_only, f"cache directory: {cache_dir} (namespace {settings.namespace}"
          f"{', read-only' if settings.read_only or not writable else ''})",
          "mount the shared cache directory read-write, or set COMPOSECACHE_DIR")  # fmt: skip
+    for ok, text, fix in _project_findings(tools, env):
+        line(ok, text, fix)
     return 1 if problems else 0
+
+
+def _project_findings(tools: toolchain.Toolchain, env: dict[str, str]) -> list[tuple[bool, str, str | None]]:
+    """x-composecache settings of the compose project in this directory, if there is one."""
+    from pathlib import Path
+
+    from composecache.compose import project
+    from composecache.compose.files import find_files
+
+    files = find_files([], None, [], env, Path.cwd())
+    if not files.files:
+        return []
+    config = toolchain.safe_capture([*tools.compose, *[a for f in files.files for a in ("-f", f)], "config"], env)
+    if config.returncode != 0:
+        return [(False, f"compose project {files.project_dir}: compose cannot read it: "
+                        f"{(config.stderr.strip().splitlines() or ['?'])[-1]}", "fix the compose file")]  # fmt: skip
+    try:
+        model = project.model_from_config_output(config.stdout)
+    except project.ModelError as exc:
+        return [(False, f"compose project {files.project_dir}: {exc.message}", None)]
+    findings: list[tuple[bool, str, str | None]] = []
+    building = [service for service in model.services.values() if service.builds]
+    for service in building:
+        _, errors = project.service_settings(service)
+        where = project.file_defining(files.files, service.name, Path.cwd()) or str(files.project_dir)
+        findings += [(False, f"{where}: {error}", "see schemas/x-composecache.schema.json") for error in errors]
+    if not findings:
+        findings.append((True, f"compose project {files.project_dir}: {len(building)} service(s) build, "
+                               "x-composecache settings valid", None))  # fmt: skip
+    return findings

@@ -160,6 +160,9 @@ def test_invalid_extension_is_one_warning_and_a_successful_build(
     assert "services.app.x-composecache.mode" in warnings[0] and "compose.yaml" in warnings[0]
     dry = _cc(session, cache_dir, project, "--dry-run", "build", check=False)
     assert dry.returncode == 1 and "error" in dry.stderr
+    doctor = _cc(session, cache_dir, project, "doctor", check=False)
+    assert doctor.returncode == 1
+    assert "FIX" in doctor.stdout and "services.app.x-composecache.mode" in doctor.stdout, doctor.stdout
 
 
 def test_ctrl_c_reaches_compose_and_exits_130(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path,
