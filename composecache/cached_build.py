@@ -162,7 +162,9 @@ class CachedBuild:
     def summary_lines(self) -> list[str]:
         lines = []
         for slot in self.slots.values():
-            imported = f"import from {', '.join(slot.imported_from)}" if slot.imported_from else "cold (nothing to import)"
+            imported = (
+                f"import from {', '.join(slot.imported_from)}" if slot.imported_from else "cold (nothing to import)"
+            )
             if slot.outcome is not None and slot.outcome.published:
                 exported = "exported"
             elif slot.outcome is not None:

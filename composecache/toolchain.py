@@ -110,8 +110,10 @@ def compose_command(env: Mapping[str, str]) -> list[str]:
         return [str(standalone)]
     if plugin is None:
         return [str(real_docker(env)), "compose"]  # let docker say what is missing
-    raise ComposecacheError("the real Compose binary was not found behind composecache's shim",
-                            hint="run `composecache shim status` and reinstall the shims")
+    raise ComposecacheError(
+        "the real Compose binary was not found behind composecache's shim",
+        hint="run `composecache shim status` and reinstall the shims",
+    )
 
 
 def parse_version(text: str) -> Version | None:

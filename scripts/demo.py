@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sandboxlib  # noqa: E402
+import sandboxlib
 
 
 def timed_up(session: sandboxlib.Session, project: Path, name: str, cache: Path) -> tuple[float, str, int]:

@@ -12,8 +12,10 @@ from composecache.settings import Settings
 
 def main(args: list[str], settings: Settings, output: Output) -> int:
     if args and args[0] in {"-h", "--help"}:
-        print("Usage: composecache doctor\n\nCheck the docker/compose/buildx toolchain, the builder and the cache "
-              "directory; print one line per finding and what to fix.")  # fmt: skip
+        print(
+            "Usage: composecache doctor\n\nCheck the docker/compose/buildx toolchain, the builder and the cache "
+            "directory; print one line per finding and what to fix."
+        )
         return 0
     env = dict(os.environ)
     problems = 0
@@ -29,10 +31,16 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
         line(False, f"docker: {exc}", "install the Docker CLI")
         return 1
     line(True, f"docker CLI: {tools.docker}")
-    line(tools.compose_version is not None, f"compose: {' '.join(tools.compose)} ({tools.compose_version_text or 'unknown'})",
-         "install the docker compose plugin (Compose v2)")  # fmt: skip
-    line(tools.buildx_available, "buildx plugin" + (" found" if tools.buildx_available else " missing"),
-         "install docker-buildx: plain `docker build` then cannot use the cache")  # fmt: skip
+    line(
+        tools.compose_version is not None,
+        f"compose: {' '.join(tools.compose)} ({tools.compose_version_text or 'unknown'})",
+        "install the docker compose plugin (Compose v2)",
+    )
+    line(
+        tools.buildx_available,
+        "buildx plugin" + (" found" if tools.buildx_available else " missing"),
+        "install docker-buildx: plain `docker build` then cannot use the cache",
+    )
     builder = tools.builder
     if builder.error:
         line(False, f"builder: {builder.error}", "is the daemon running? check DOCKER_HOST")
@@ -40,17 +48,23 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
         store = {True: "containerd image store", False: "classic image store", None: "image store unknown"}
         line(builder.can_export, f"builder driver: {builder.driver or 'unknown'} ({store[builder.containerd_store]})")
     plan = versions.plan_for(tools.compose_version, builder, settings.strategy)
-    line(plan.export and plan.strategy != "passthrough", f"compose strategy: {plan.strategy}, "
-         f"{'import and export' if plan.export else 'import only'}"
-         + (f" (child env {plan.env})" if plan.env else ""), "; ".join(plan.doctor_hints) or None)  # fmt: skip
+    line(
+        plan.export and plan.strategy != "passthrough",
+        f"compose strategy: {plan.strategy}, "
+        f"{'import and export' if plan.export else 'import only'}" + (f" (child env {plan.env})" if plan.env else ""),
+        "; ".join(plan.doctor_hints) or None,
+    )
     cache_dir = settings.cache_dir
     existing = cache_dir.absolute()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent  # the real run creates the missing part
     writable = os.access(existing, os.W_OK)
-    line(writable and not settings.read_only, f"cache directory: {cache_dir} (namespace {settings.namespace}"
-         f"{', read-only' if settings.read_only or not writable else ''})",
-         "mount the shared cache directory read-write, or set COMPOSECACHE_DIR")  # fmt: skip
+    line(
+        writable and not settings.read_only,
+        f"cache directory: {cache_dir} (namespace {settings.namespace}"
+        f"{', read-only' if settings.read_only or not writable else ''})",
+        "mount the shared cache directory read-write, or set COMPOSECACHE_DIR",
+    )
     for ok, text, fix in _project_findings(tools, env):
         line(ok, text, fix)
     return 1 if problems else 0
@@ -68,8 +82,14 @@ def _project_findings(tools: toolchain.Toolchain, env: dict[str, str]) -> list[t
         return []
     config = toolchain.safe_capture([*tools.compose, *[a for f in files.files for a in ("-f", f)], "config"], env)
     if config.returncode != 0:
-        return [(False, f"compose project {files.project_dir}: compose cannot read it: "
-                        f"{(config.stderr.strip().splitlines() or ['?'])[-1]}", "fix the compose file")]  # fmt: skip
+        return [
+            (
+                False,
+                f"compose project {files.project_dir}: compose cannot read it: "
+                f"{(config.stderr.strip().splitlines() or ['?'])[-1]}",
+                "fix the compose file",
+            )
+        ]
     try:
         model = project.model_from_config_output(config.stdout)
     except project.ModelError as exc:
@@ -81,6 +101,11 @@ def _project_findings(tools: toolchain.Toolchain, env: dict[str, str]) -> list[t
         where = project.file_defining(files.files, service.name, Path.cwd()) or str(files.project_dir)
         findings += [(False, f"{where}: {error}", "see schemas/x-composecache.schema.json") for error in errors]
     if not findings:
-        findings.append((True, f"compose project {files.project_dir}: {len(building)} service(s) build, "
-                               "x-composecache settings valid", None))  # fmt: skip
+        findings.append(
+            (
+                True,
+                f"compose project {files.project_dir}: {len(building)} service(s) build, x-composecache settings valid",
+                None,
+            )
+        )
     return findings

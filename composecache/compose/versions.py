@@ -56,17 +56,14 @@ def plan_for(version: Version | None, builder: Builder, requested: str = "auto")
         export = False
         warnings.append(f"Compose {version} cannot export a cache (build.cache_to needs {CACHE_TO_SINCE}): import only")
         hints.append(f"upgrade Compose to {CACHE_TO_SINCE} or newer to export")
-    if (
-        version is not None
-        and BAKE_OPT_IN_SINCE <= version < BAKE_HONOURS_CACHE_TO_SINCE
-        and requested != "bake"
-    ):
+    if version is not None and BAKE_OPT_IN_SINCE <= version < BAKE_HONOURS_CACHE_TO_SINCE and requested != "bake":
         # Its bake path silently drops cache_to: force the classic builder.
         env["COMPOSE_BAKE"] = "false"
     if not builder.can_export:
         export = False
-        warnings.append("this builder cannot export a local cache (docker driver with the classic image "
-                        "store): import only")
+        warnings.append(
+            "this builder cannot export a local cache (docker driver with the classic image store): import only"
+        )
         hints.append('turn on the containerd image store: {"features": {"containerd-snapshotter": true}} '
                      "in daemon.json, then restart dockerd")  # fmt: skip
     strategy = "bake" if requested == "bake" else "override"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,12 @@ Session = sandboxlib.Session
 FIXTURES = REPO / "fixtures"
 CORPUS = REPO.parent / "shared" / "corpus"
 make_rootfs_tar = sandboxlib.make_rootfs_tar
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 copy_fixture = sandboxlib.copy_fixture
 
 
@@ -35,13 +40,22 @@ class Result:
         return self.stdout + self.stderr
 
 
-def run(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 600,
-        check: bool = True, stdin: str | None = None) -> Result:
-    proc = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          input=stdin, check=False)
+def run(
+    argv: Sequence[str],
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = 600,
+    check: bool = True,
+    stdin: str | None = None,
+) -> Result:
+    proc = subprocess.run(
+        list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, input=stdin, check=False
+    )
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(argv)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
     return result
 
 
@@ -53,7 +67,7 @@ def run_steps(log: str) -> dict[str, bool]:
     steps: dict[str, bool] = {}
     for match in RUN_STEP.finditer(log):
         number = match.group(1)
-        line = log[match.start():log.index("\n", match.start()) if "\n" in log[match.start():] else len(log)]
+        line = log[match.start() : log.index("\n", match.start()) if "\n" in log[match.start() :] else len(log)]
         cached = re.search(rf"^#{number} CACHED$", log, re.M) is not None
         steps[line] = steps.get(line, False) or cached
     return steps
@@ -107,18 +121,30 @@ def sessions(prefix: str) -> Iterator[Sessions]:
         group.stop_all()
 
 
-def docker(session: Session, *args: str, cwd: Path | None = None, check: bool = True,
-           extra_env: dict[str, str] | None = None, timeout: float = 600) -> Result:
+def docker(
+    session: Session,
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = True,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> Result:
     env = session.env()
     env.update(extra_env or {})
     env.setdefault("BUILDKIT_PROGRESS", "plain")
     return run([str(session.bin_dir / "docker"), *args], env, cwd=cwd, check=check, timeout=timeout)
 
 
-def composecache(session: Session, *args: str, cwd: Path | None = None, check: bool = True,
-                 extra_env: dict[str, str] | None = None, timeout: float = 600, stdin: str | None = None) -> Result:
+def composecache(
+    session: Session,
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = True,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 600,
+    stdin: str | None = None,
+) -> Result:
     env = session.env()
     env["BUILDKIT_PROGRESS"] = "plain"
     env.update(extra_env or {})
-    return run([sys.executable, "-m", "composecache", *args], env, cwd=cwd, check=check, timeout=timeout,
-               stdin=stdin)
+    return run([sys.executable, "-m", "composecache", *args], env, cwd=cwd, check=check, timeout=timeout, stdin=stdin)

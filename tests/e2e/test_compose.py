@@ -20,26 +20,37 @@ def _env(cache_dir: Path, **extra: str) -> dict[str, str]:
     return {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", **extra}
 
 
-def _cc(session: harness.Session, cache_dir: Path, cwd: Path, *args: str, check: bool = True,
-        **extra: str) -> harness.Result:
+def _cc(
+    session: harness.Session, cache_dir: Path, cwd: Path, *args: str, check: bool = True, **extra: str
+) -> harness.Result:
     return harness.composecache(session, *args, cwd=cwd, check=check, extra_env=_env(cache_dir, **extra))
 
 
 def _running(session: harness.Session, project: str) -> set[str]:
-    out = harness.docker(session, "ps", "--filter", f"label=com.docker.compose.project={project}",
-                         "--format", '{{.Label "com.docker.compose.service"}}').stdout
+    out = harness.docker(
+        session,
+        "ps",
+        "--filter",
+        f"label=com.docker.compose.project={project}",
+        "--format",
+        '{{.Label "com.docker.compose.service"}}',
+    ).stdout
     return set(out.split())
 
 
 def _built_services(log: str) -> set[str]:
     """Services whose summary line says they exported (composecache's one line per service)."""
-    return {line.split("composecache: ", 1)[1].split(":", 1)[0]
-            for line in log.splitlines() if line.startswith("composecache: ") and "; exported" in line}
+    return {
+        line.split("composecache: ", 1)[1].split(":", 1)[0]
+        for line in log.splitlines()
+        if line.startswith("composecache: ") and "; exported" in line
+    }
 
 
 @pytest.mark.parametrize("leg", ["stable", "latest"])
-def test_new_session_up_build_is_fully_cached(leg: str, sessions: harness.Sessions, tmp_path: Path,
-                                              rootfs_tar: Path, cache_dir: Path) -> None:
+def test_new_session_up_build_is_fully_cached(
+    leg: str, sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     a = sessions.start(leg)
     cold = _cc(a, cache_dir, project, "-p", "a", "--progress", "plain", "up", "--build", "-d")
@@ -55,8 +66,9 @@ def test_new_session_up_build_is_fully_cached(leg: str, sessions: harness.Sessio
     assert "import from" in warm.stderr
 
 
-def test_up_run_create_without_build_flag_use_the_cache(sessions: harness.Sessions, tmp_path: Path,
-                                                        rootfs_tar: Path, cache_dir: Path) -> None:
+def test_up_run_create_without_build_flag_use_the_cache(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     a = sessions.start()
     _cc(a, cache_dir, project, "-p", "a", "build")
@@ -66,28 +78,52 @@ def test_up_run_create_without_build_flag_use_the_cache(sessions: harness.Sessio
     assert _running(c, "c") == DEFAULT_SERVICES
 
     d = sessions.start()
-    ran = _cc(d, cache_dir, project, "-p", "d", "--progress", "plain", "run", "--rm", "--no-deps", "web",
-              "cat", "/site/index.txt")
+    ran = _cc(
+        d,
+        cache_dir,
+        project,
+        "-p",
+        "d",
+        "--progress",
+        "plain",
+        "run",
+        "--rm",
+        "--no-deps",
+        "web",
+        "cat",
+        "/site/index.txt",
+    )
     harness.assert_all_run_steps_cached(ran.output, at_least=1)
     assert ran.stdout.splitlines()[-1] == "5000"
     created = _cc(d, cache_dir, project, "-p", "d2", "--progress", "plain", "create", "api")
     harness.assert_all_run_steps_cached(created.output, at_least=2)
 
 
-def test_three_ways_of_naming_files_build_the_same_services(sessions: harness.Sessions, tmp_path: Path,
-                                                            rootfs_tar: Path, cache_dir: Path) -> None:
+def test_three_ways_of_naming_files_build_the_same_services(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     session = sessions.start()
     discovered = _cc(session, cache_dir, project / "nested" / "deeper", "-p", "one", "build")
-    explicit = _cc(session, cache_dir, tmp_path, "-f", "stack/compose.yaml", "-f", "stack/compose.override.yaml",
-                   "-p", "two", "build")
-    variable = _cc(session, cache_dir, project, "-p", "three", "build",
-                   COMPOSE_FILE="compose.yaml:compose.override.yaml")
+    explicit = _cc(
+        session,
+        cache_dir,
+        tmp_path,
+        "-f",
+        "stack/compose.yaml",
+        "-f",
+        "stack/compose.override.yaml",
+        "-p",
+        "two",
+        "build",
+    )
+    variable = _cc(
+        session, cache_dir, project, "-p", "three", "build", COMPOSE_FILE="compose.yaml:compose.override.yaml"
+    )
     for result in (discovered, explicit, variable):
         assert _built_services(result.output) | _cached_services(result.output) == DEFAULT_SERVICES, result.output
 
-    with_profile = _cc(session, cache_dir, project, "-p", "four", "--profile", "tools", "--profile", "legacy",
-                       "build")
+    with_profile = _cc(session, cache_dir, project, "-p", "four", "--profile", "tools", "--profile", "legacy", "build")
     lines = _summary(with_profile.output)
     assert set(lines) == DEFAULT_SERVICES | {"tools"}, with_profile.output  # legacy opted out: no line
     assert "legacy" not in lines
@@ -97,7 +133,7 @@ def _summary(log: str) -> dict[str, str]:
     out = {}
     for line in log.splitlines():
         if line.startswith("composecache: ") and ": scope " in line:
-            service, rest = line[len("composecache: "):].split(":", 1)
+            service, rest = line[len("composecache: ") :].split(":", 1)
             out[service] = rest
     return out
 
@@ -106,14 +142,29 @@ def _cached_services(log: str) -> set[str]:
     return {service for service, rest in _summary(log).items() if "import from" in rest}
 
 
-def test_dry_run_keeps_own_cache_from_and_leaves_others_untouched(tmp_path: Path, rootfs_tar: Path,
-                                                                  cache_dir: Path, sessions: harness.Sessions) -> None:
+def test_dry_run_keeps_own_cache_from_and_leaves_others_untouched(
+    tmp_path: Path, rootfs_tar: Path, cache_dir: Path, sessions: harness.Sessions
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     (project / "compose.own.yaml").write_text(
-        "services:\n  api:\n    build:\n      cache_from:\n        - type=local,src=/var/tmp/own-cache\n")
+        "services:\n  api:\n    build:\n      cache_from:\n        - type=local,src=/var/tmp/own-cache\n"
+    )
     session = sessions.start()
-    result = _cc(session, cache_dir, project, "--dry-run", "-f", "compose.yaml", "-f", "compose.own.yaml",
-                 "--profile", "legacy", "--profile", "sidecar", "build")
+    result = _cc(
+        session,
+        cache_dir,
+        project,
+        "--dry-run",
+        "-f",
+        "compose.yaml",
+        "-f",
+        "compose.own.yaml",
+        "--profile",
+        "legacy",
+        "--profile",
+        "sidecar",
+        "build",
+    )
     out = result.stdout
     assert "type=local,src=/var/tmp/own-cache" in out
     assert "b/services/legacy" not in out or "+    cache_to" not in out.split("b/services/legacy")[1].split("---")[0]
@@ -123,7 +174,8 @@ def test_dry_run_keeps_own_cache_from_and_leaves_others_untouched(tmp_path: Path
 
 
 def test_failing_dockerfile_keeps_compose_exit_code_and_publishes_what_built(
-        sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("broken", tmp_path / "broken", rootfs_tar)
     plain_session = sessions.start()
     plain = harness.docker(plain_session, "compose", "-p", "p", "build", cwd=project, check=False)
@@ -139,7 +191,8 @@ def test_failing_dockerfile_keeps_compose_exit_code_and_publishes_what_built(
 
 
 def test_classic_store_session_imports_and_says_it_cannot_export(
-        sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     a = sessions.start()
     _cc(a, cache_dir, project, "-p", "a", "build")
@@ -151,7 +204,8 @@ def test_classic_store_session_imports_and_says_it_cannot_export(
 
 
 def test_invalid_extension_is_one_warning_and_a_successful_build(
-        sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("badext", tmp_path / "badext", rootfs_tar)
     session = sessions.start()
     result = _cc(session, cache_dir, project, "-p", "e", "build")
@@ -165,15 +219,22 @@ def test_invalid_extension_is_one_warning_and_a_successful_build(
     assert "FIX" in doctor.stdout and "services.app.x-composecache.mode" in doctor.stdout, doctor.stdout
 
 
-def test_ctrl_c_reaches_compose_and_exits_130(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path,
-                                              cache_dir: Path) -> None:
+def test_ctrl_c_reaches_compose_and_exits_130(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     session = sessions.start()
     env = session.env()
     env.update(_env(cache_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "composecache", "-p", "i", "up", "--build", "web"], cwd=project,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "composecache", "-p", "i", "up", "--build", "web"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _running(session, "i") != {"web"}:
@@ -190,7 +251,8 @@ def test_ctrl_c_reaches_compose_and_exits_130(sessions: harness.Sessions, tmp_pa
 
 @pytest.mark.parametrize("leg", ["stable", "latest"])
 def test_bake_strategy_builds_with_set_and_compose_rebuilds_nothing(
-        leg: str, sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    leg: str, sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     a = sessions.start(leg)
     _cc(a, cache_dir, project, "--strategy", "bake", "-p", "a", "up", "--build", "-d")

@@ -17,8 +17,9 @@ from composecache import validation
 from composecache.compose.project import load_yaml
 from tests.e2e import harness
 
-CORPUS_FILES = sorted(p for p in harness.CORPUS.rglob("*") if p.suffix in {".yaml", ".yml"}) \
-    if harness.CORPUS.is_dir() else []
+CORPUS_FILES = (
+    sorted(p for p in harness.CORPUS.rglob("*") if p.suffix in {".yaml", ".yml"}) if harness.CORPUS.is_dir() else []
+)
 
 
 def _leg_env(leg: str, cache_dir: Path) -> dict[str, str]:
@@ -28,8 +29,13 @@ def _leg_env(leg: str, cache_dir: Path) -> dict[str, str]:
             pytest.fail(f"CI=true and the {leg} toolchain is missing")
         pytest.skip(f"the {leg} toolchain is not installed")
     env = dict(os.environ)
-    env.update(PATH=f"{prefix / 'bin'}:{env['PATH']}", DOCKER_CONFIG=str(prefix / "docker-config"),
-               DOCKER_HOST="unix:///nonexistent/docker.sock", COMPOSECACHE_DIR=str(cache_dir), NO_COLOR="1")
+    env.update(
+        PATH=f"{prefix / 'bin'}:{env['PATH']}",
+        DOCKER_CONFIG=str(prefix / "docker-config"),
+        DOCKER_HOST="unix:///nonexistent/docker.sock",
+        COMPOSECACHE_DIR=str(cache_dir),
+        NO_COLOR="1",
+    )
     return env
 
 
@@ -47,10 +53,22 @@ def test_dry_run_on_every_corpus_file(leg: str, tmp_path: Path) -> None:
     assert CORPUS_FILES, "the corpus has no compose files"
     accepted = 0
     for path in CORPUS_FILES:
-        plain = subprocess.run(["docker", "compose", "-f", path.name, "config", "-q"], cwd=path.parent, env=env,
-                               capture_output=True, text=True, check=False)
-        dry = subprocess.run([sys.executable, "-m", "composecache", "--dry-run", "-f", path.name, "build"],
-                             cwd=path.parent, env=env, capture_output=True, text=True, check=False)
+        plain = subprocess.run(
+            ["docker", "compose", "-f", path.name, "config", "-q"],
+            cwd=path.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        dry = subprocess.run(
+            [sys.executable, "-m", "composecache", "--dry-run", "-f", path.name, "build"],
+            cwd=path.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         where = f"{leg}: {path}\n--- stdout\n{dry.stdout}\n--- stderr\n{dry.stderr}"
         assert "Traceback" not in dry.stderr + dry.stdout, where
         if plain.returncode != 0:
@@ -66,10 +84,17 @@ def test_dry_run_on_every_corpus_file(leg: str, tmp_path: Path) -> None:
             continue
         assert "+    cache_to:" in dry.stdout or "+  cache_to:" in dry.stdout, where
         override_path = tmp_path / "override.yaml"
-        override_path.write_text(dry.stdout.split("# override file", 1)[1].split("# command:", 1)[0]
-                                 .split("\n", 1)[1].replace("#   ", ""))
-        merged = subprocess.run(["docker", "compose", "-f", path.name, "-f", str(override_path), "config"],
-                                cwd=path.parent, env=env, capture_output=True, text=True, check=False)
+        override_path.write_text(
+            dry.stdout.split("# override file", 1)[1].split("# command:", 1)[0].split("\n", 1)[1].replace("#   ", "")
+        )
+        merged = subprocess.run(
+            ["docker", "compose", "-f", path.name, "-f", str(override_path), "config"],
+            cwd=path.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert merged.returncode == 0, where + merged.stderr
         assert "cache_to" in merged.stdout
     assert accepted >= 20

@@ -9,19 +9,31 @@ from tests.e2e import harness
 
 
 def _build_and_run(session: harness.Session, context: Path, tag: str, *extra: str) -> harness.Result:
-    build = harness.docker(session, "buildx", "build", "--progress", "plain", "--network", "none",
-                           "-t", tag, "--load", *extra, str(context))
+    build = harness.docker(
+        session,
+        "buildx",
+        "build",
+        "--progress",
+        "plain",
+        "--network",
+        "none",
+        "-t",
+        tag,
+        "--load",
+        *extra,
+        str(context),
+    )
     ran = harness.docker(session, "run", "--rm", "--network", "none", tag)
     assert ran.stdout.strip() == "built"
     return build
 
 
-def test_three_sessions_of_two_legs_run_side_by_side(sessions: harness.Sessions, tmp_path: Path,
-                                                      rootfs_tar: Path) -> None:
+def test_three_sessions_of_two_legs_run_side_by_side(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path
+) -> None:
     context = harness.copy_fixture("hello", tmp_path / "ctx", rootfs_tar)
     started = [sessions.start("stable"), sessions.start("stable"), sessions.start("latest")]
-    versions = {s.name: harness.docker(s, "version", "--format", "{{.Server.Version}}").stdout.strip()
-                for s in started}
+    versions = {s.name: harness.docker(s, "version", "--format", "{{.Server.Version}}").stdout.strip() for s in started}
     assert versions[started[0].name] != versions[started[2].name], versions
     data_roots = set()
     for session in started:
@@ -44,7 +56,8 @@ def test_three_sessions_of_two_legs_run_side_by_side(sessions: harness.Sessions,
 
 
 def test_local_cache_exported_by_one_session_is_fully_cached_in_another(
-        sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path) -> None:
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path
+) -> None:
     """The fact behind the project, by hand: no composecache logic involved."""
     context = harness.copy_fixture("hello", tmp_path / "ctx", rootfs_tar)
     cache = tmp_path / "cache"
@@ -55,12 +68,24 @@ def test_local_cache_exported_by_one_session_is_fully_cached_in_another(
     harness.assert_all_run_steps_cached(warm.output, at_least=2)
 
 
-def test_classic_store_session_cannot_export_a_local_cache(sessions: harness.Sessions, tmp_path: Path,
-                                                           rootfs_tar: Path) -> None:
+def test_classic_store_session_cannot_export_a_local_cache(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path
+) -> None:
     context = harness.copy_fixture("hello", tmp_path / "ctx", rootfs_tar)
     session = sessions.start(classic_store=True)
-    result = harness.docker(session, "buildx", "build", "--progress", "plain", "--network", "none",
-                            "--cache-to", f"type=local,dest={tmp_path / 'cache'}", str(context), check=False)
+    result = harness.docker(
+        session,
+        "buildx",
+        "build",
+        "--progress",
+        "plain",
+        "--network",
+        "none",
+        "--cache-to",
+        f"type=local,dest={tmp_path / 'cache'}",
+        str(context),
+        check=False,
+    )
     assert result.returncode != 0
     assert "Cache export is not supported for the docker driver" in result.output
     assert not (tmp_path / "cache" / "index.json").exists()

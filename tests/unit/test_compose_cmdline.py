@@ -6,16 +6,43 @@ from composecache.compose import cmdline
 
 
 def test_global_flags_with_and_without_values_and_the_subcommand() -> None:
-    parsed = cmdline.parse(["-f", "a.yml", "--file=b.yml", "-fc.yml", "-p", "proj", "--profile", "x",
-                            "--env-file", ".env.dev", "--compatibility", "--ansi", "never", "up", "--build", "-d"])
+    parsed = cmdline.parse(
+        [
+            "-f",
+            "a.yml",
+            "--file=b.yml",
+            "-fc.yml",
+            "-p",
+            "proj",
+            "--profile",
+            "x",
+            "--env-file",
+            ".env.dev",
+            "--compatibility",
+            "--ansi",
+            "never",
+            "up",
+            "--build",
+            "-d",
+        ]
+    )
     assert parsed.files == ["a.yml", "b.yml", "c.yml"]
     assert parsed.project_name == "proj"
     assert parsed.profiles == ["x"]
     assert parsed.env_files == [".env.dev"]
     assert parsed.subcommand == "up"
     assert parsed.sub_args == ["--build", "-d"]
-    assert parsed.global_args == ["-p", "proj", "--profile", "x", "--env-file", ".env.dev", "--compatibility",
-                                  "--ansi", "never"]
+    assert parsed.global_args == [
+        "-p",
+        "proj",
+        "--profile",
+        "x",
+        "--env-file",
+        ".env.dev",
+        "--compatibility",
+        "--ansi",
+        "never",
+    ]
     assert parsed.can_build
 
 
@@ -49,8 +76,16 @@ def test_services_are_found_after_options_with_values() -> None:
 
 def test_argv_puts_the_files_first_and_keeps_everything_else() -> None:
     parsed = cmdline.parse(["-p", "x", "-f", "a.yml", "up", "--build"])
-    assert parsed.argv(files=["a.yml", "/tmp/o.yaml"]) == ["-f", "a.yml", "-f", "/tmp/o.yaml", "-p", "x", "up",
-                                                           "--build"]
+    assert parsed.argv(files=["a.yml", "/tmp/o.yaml"]) == [
+        "-f",
+        "a.yml",
+        "-f",
+        "/tmp/o.yaml",
+        "-p",
+        "x",
+        "up",
+        "--build",
+    ]
 
 
 def test_config_argv_drops_output_flags_but_keeps_project_flags() -> None:

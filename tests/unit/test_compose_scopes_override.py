@@ -35,8 +35,9 @@ def _slot(cache_from: list[str], cache_to: str | None) -> CacheSlot:
 
 def test_override_document_validates_and_skips_services_without_cache() -> None:
     slots = {
-        "api": _slot([f"type=local,src=/c/scopes/api,digest={DIGEST}"], "type=local,dest=/c/staging/a,mode=max,"
-                     "ignore-error=true"),
+        "api": _slot(
+            [f"type=local,src=/c/scopes/api,digest={DIGEST}"], "type=local,dest=/c/staging/a,mode=max,ignore-error=true"
+        ),
         "web": _slot([], "type=local,dest=/c/staging/w,mode=min,ignore-error=true"),
         "off": _slot([], None),
     }
@@ -47,8 +48,11 @@ def test_override_document_validates_and_skips_services_without_cache() -> None:
 
 
 def test_schema_rejects_reset_and_unpinned_imports() -> None:
-    bad = {"services": {"a": {"build": {"cache_to": ["type=local,dest=/x,reset=true"],
-                                        "cache_from": ["type=local,src=/x"]}}}}
+    bad = {
+        "services": {
+            "a": {"build": {"cache_to": ["type=local,dest=/x,reset=true"], "cache_from": ["type=local,src=/x"]}}
+        }
+    }
     errors = validation.errors(bad, "override")
     assert len(errors) == 2 and all(error.startswith("services.a.build.cache_") for error in errors)
 

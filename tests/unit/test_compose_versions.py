@@ -19,8 +19,10 @@ CLASSIC = Builder(driver="docker", containerd_store=False)
 def fake_compose(tmp_path: Path, version: str) -> list[str]:
     path = tmp_path / "docker-compose"
     if version.startswith("1."):  # compose v1 knows no --short
-        body = f'case "$*" in *--short*) echo "no such option: --short" >&2; exit 1;; esac\n' \
-               f'echo "docker-compose version {version}, build 5becea4c"\n'
+        body = (
+            f'case "$*" in *--short*) echo "no such option: --short" >&2; exit 1;; esac\n'
+            f'echo "docker-compose version {version}, build 5becea4c"\n'
+        )
     else:
         body = f'echo "{version}"\n'
     path.write_text("#!/bin/sh\n" + body)
