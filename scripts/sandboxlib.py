@@ -31,12 +31,31 @@ STOP_DEADLINE_S = 30.0
 
 REPO = Path(__file__).resolve().parents[1]
 BUSYBOX = Path("/bin/busybox")
-BUSYBOX_APPLETS = ("sh", "echo", "cat", "ls", "sleep", "mkdir", "dd", "head", "sha256sum", "true", "false",
-                   "env", "touch", "rm", "cp", "wc", "grep", "seq", "tr", "gzip", "tar", "yes", "printf")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+BUSYBOX_APPLETS = (
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "sleep",
+    "mkdir",
+    "dd",
+    "head",
+    "sha256sum",
+    "true",
+    "false",
+    "env",
+    "touch",
+    "rm",
+    "cp",
+    "wc",
+    "grep",
+    "seq",
+    "tr",
+    "gzip",
+    "tar",
+    "yes",
+    "printf",
+)
 
 
 def make_rootfs_tar(dest: Path) -> Path:
@@ -87,9 +106,7 @@ def leg_dir(leg: str) -> Path:
         raise SandboxError(f"unknown leg {leg!r}: use one of {', '.join(LEGS)}")
     path = toolchain_prefix() / leg
     if not (path / "bin" / "dockerd").exists():
-        raise SandboxError(
-            f"the {leg} toolchain is not installed in {path}: run scripts/install-toolchain --leg {leg}"
-        )
+        raise SandboxError(f"the {leg} toolchain is not installed in {path}: run scripts/install-toolchain --leg {leg}")
     return path
 
 
@@ -189,9 +206,7 @@ def _alive(pid: int) -> bool:
 
 def _check_name(name: str) -> None:
     if not NAME_RE.match(name):
-        raise SandboxError(
-            f"invalid session name {name!r}: 1-40 characters of letters, digits, '_', '.', '-'"
-        )
+        raise SandboxError(f"invalid session name {name!r}: 1-40 characters of letters, digits, '_', '.', '-'")
 
 
 def load(name: str) -> Session:
@@ -204,8 +219,13 @@ def load(name: str) -> Session:
     return Session(name=name, leg=meta["leg"], classic_store=meta["classic_store"], state=state)
 
 
-def start(name: str, leg: str = "stable", classic_store: bool = False) -> Session:
-    """Start a session daemon and wait until it answers `docker info`."""
+def start(
+    name: str, leg: str = "stable", classic_store: bool = False, extra_daemon_config: dict[str, object] | None = None
+) -> Session:
+    """Start a session daemon and wait until it answers `docker info`.
+
+    extra_daemon_config: more daemon.json keys (e.g. {"insecure-registries": ["127.0.0.1:5000"]}).
+    """
     _check_name(name)
     leg_path = leg_dir(leg)
     state = sandbox_root() / name
@@ -222,7 +242,8 @@ def start(name: str, leg: str = "stable", classic_store: bool = False) -> Sessio
     for plugin in sorted((leg_path / "docker-config" / "cli-plugins").iterdir()):
         (plugins / plugin.name).symlink_to(plugin.resolve())
     # Explicit in both directions: newer engines turn the containerd store on by default.
-    daemon_json = {"features": {"containerd-snapshotter": not classic_store}}
+    daemon_json: dict[str, object] = {"features": {"containerd-snapshotter": not classic_store}}
+    daemon_json.update(extra_daemon_config or {})
     (state / "daemon.json").write_text(json.dumps(daemon_json))
     (state / "session.json").write_text(json.dumps({"leg": leg, "classic_store": classic_store}))
     cmd = [
@@ -234,7 +255,7 @@ def start(name: str, leg: str = "stable", classic_store: bool = False) -> Sessio
         "-H", session.host,
         "--bridge=none", "--iptables=false", "--ip6tables=false",
     ]  # fmt: skip
-    with open(session.log, "ab") as log:  # noqa: SIM117
+    with open(session.log, "ab") as log:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -255,9 +276,7 @@ def start(name: str, leg: str = "stable", classic_store: bool = False) -> Sessio
         time.sleep(0.2)
     tail = _tail(session.log)
     stop(session)
-    raise SandboxError(
-        f"dockerd for session {name!r} did not answer within {START_DEADLINE_S:.0f}s:\n{tail}"
-    )
+    raise SandboxError(f"dockerd for session {name!r} did not answer within {START_DEADLINE_S:.0f}s:\n{tail}")
 
 
 def _docker_info_ok(session: Session) -> bool:
@@ -380,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sandbox",
         description="Run isolated Docker session daemons side by side, like a sandbox does.",
-        epilog="Example: eval \"$(scripts/sandbox start a && scripts/sandbox env a)\"; docker info",
+        epilog='Example: eval "$(scripts/sandbox start a && scripts/sandbox env a)"; docker info',
     )
     parser.add_argument("action", choices=("start", "stop", "env", "ls"))
     parser.add_argument("name", nargs="?", help="session name (not for ls)")
@@ -398,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.action} needs a session NAME")
         if args.action == "start":
             session = start(args.name, leg=args.leg, classic_store=args.classic_store)
-            print(f"session {session.name} running ({session.leg}, pid {session.pid()}): {session.host}", file=sys.stderr)
+            print(
+                f"session {session.name} running ({session.leg}, pid {session.pid()}): {session.host}", file=sys.stderr
+            )
         elif args.action == "env":
             print("\n".join(load(args.name).export_lines()))
         elif args.action == "stop":
