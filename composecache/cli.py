@@ -169,7 +169,9 @@ def _fallback(args: list[str], settings: Settings) -> int:
     from composecache import toolchain
 
     _, rest, _ = parse_own_options(args, settings)
-    env = dict(os.environ)
+    # Plainly, all the way down: a composecache shim the command starts (the docker CLI
+    # runs the compose plugin shim) must not bring it back here.
+    env = {**os.environ, "COMPOSECACHE_DISABLE": "1"}
     if rest[:1] == ["docker"]:
         argv = [str(toolchain.real_docker(env)), *rest[1:]]
     elif rest and rest[0] in OWN_SUBCOMMANDS:
