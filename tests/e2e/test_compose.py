@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -219,7 +220,7 @@ def test_invalid_extension_is_one_warning_and_a_successful_build(
     assert "FIX" in doctor.stdout and "services.app.x-composecache.mode" in doctor.stdout, doctor.stdout
 
 
-def test_ctrl_c_reaches_compose_and_exits_130(
+def test_attached_up_publishes_while_running_and_ctrl_c_exits_130(
     sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
 ) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
@@ -240,6 +241,14 @@ def test_ctrl_c_reaches_compose_and_exits_130(
         while time.monotonic() < deadline and _running(session, "i") != {"web"}:
             time.sleep(0.5)
         assert _running(session, "i") == {"web"}
+        # An attached `up` runs for as long as the user likes: the export is published while it runs.
+        published: list[str] = []
+        while time.monotonic() < deadline and "stack/web" not in published:
+            stats = _cc(session, cache_dir, project, "cache", "stats", "--json")
+            published = [scope["name"] for scope in json.loads(stats.stdout)["scopes"]]
+            time.sleep(0.5)
+        assert "stack/web" in published
+        assert proc.poll() is None
         os.killpg(proc.pid, signal.SIGINT)  # like a terminal: the whole foreground group
         out, _ = proc.communicate(timeout=90)
     finally:
