@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from composecache.errors import ComposecacheError
 
@@ -33,6 +35,34 @@ class _State:
     # must never run it a second time (the error boundary checks this before
     # falling back to a plain run after an internal error).
     user_command_started = False
+
+
+T = TypeVar("T")
+
+
+class Background(Generic[T]):
+    """A call running in a thread; result() waits and re-raises its exception.
+
+    (concurrent.futures would do, but importing it costs ~20 ms through logging.)
+    """
+
+    def __init__(self, function: Callable[..., T], *args: object) -> None:
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., T], *args: object) -> None:
+        try:
+            self._result = function(*args)
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,13 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
 from composecache.errors import ComposecacheError
-from composecache.runner import Captured, capture
+from composecache.runner import Background, Captured, capture
 
 SHIM_MARKER = b"composecache-shim"
 VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)")
@@ -196,10 +195,9 @@ def probe_builder(
 ) -> Builder:
     """The builder `docker [global_args] buildx build [--builder builder]` would use."""
     prefix = [str(docker), *global_args]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        inspect = pool.submit(safe_capture, [*prefix, "buildx", "inspect", *([builder] if builder else [])], env)
-        info = pool.submit(safe_capture, [*prefix, "info", "--format", "{{json .DriverStatus}}"], env)
-        return _parse_builder(inspect.result(), info.result())
+    inspect = Background(safe_capture, [*prefix, "buildx", "inspect", *([builder] if builder else [])], env)
+    info = safe_capture([*prefix, "info", "--format", "{{json .DriverStatus}}"], env)
+    return _parse_builder(inspect.result(), info)
 
 
 def safe_capture(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> Captured:
@@ -215,23 +213,17 @@ def buildx_available(env: Mapping[str, str]) -> bool:
     return plugin is not None or shutil.which("docker-buildx", path=env.get("PATH")) is not None
 
 
-def submit_probes(pool: ThreadPoolExecutor, env: Mapping[str, str]) -> Future[Toolchain]:
-    """Start probing in the background (it runs beside `compose config`)."""
-    return pool.submit(probe, env)
-
-
 def probe(env: Mapping[str, str]) -> Toolchain:
     docker = real_docker(env)
     compose = compose_command(env)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        version = pool.submit(probe_compose_version, compose, env)
-        builder = pool.submit(probe_builder, docker, env)
-        compose_version, text = version.result()
-        return Toolchain(
-            docker=docker,
-            compose=compose,
-            compose_version=compose_version,
-            compose_version_text=text,
-            builder=builder.result(),
-            buildx_available=buildx_available(env),
-        )
+    version = Background(probe_compose_version, compose, env)
+    builder = probe_builder(docker, env)
+    compose_version, text = version.result()
+    return Toolchain(
+        docker=docker,
+        compose=compose,
+        compose_version=compose_version,
+        compose_version_text=text,
+        builder=builder,
+        buildx_available=buildx_available(env),
+    )

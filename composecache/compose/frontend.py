@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from composecache import runner, toolchain
 from composecache.cached_build import CachedBuild, CacheRequest
-from composecache.compose import cmdline, dryrun, override, project, scopes, versions
+from composecache.compose import cmdline, override, project, scopes, versions
 from composecache.compose.files import ComposeFiles, find_files
 from composecache.errors import ComposecacheError
 from composecache.output import Output
@@ -44,10 +43,9 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
             return 1
         return _passthrough(compose, args, env)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        probe = pool.submit(_probe, env)
-        config = pool.submit(toolchain.safe_capture, [*compose, *parsed.config_argv(files.files)], env, 120)
-        tools, config_result = probe.result(), config.result()
+    probe = runner.Background(_probe, env)
+    config_result = toolchain.safe_capture([*compose, *parsed.config_argv(files.files)], env, 120)
+    tools = probe.result()
 
     model = _load_model(config_result, files, settings, output)
     if model is None:
@@ -79,6 +77,8 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         return 1 if settings.dry_run else _passthrough(compose, args, env)
 
     if settings.dry_run:
+        from composecache.compose import dryrun
+
         diffs = []
         for name, service in model.services.items():
             if service.build is not None:
