@@ -7,9 +7,9 @@ lock, so no publish or import can interleave; builds themselves keep running
 
 1. reclaim staging left by killed builds (lock free) and stale import leases;
 2. mark: blobs named by every scope, by every live staging index and lease;
-3. sweep: unmarked blobs older than the grace period (a running export writes
-   its blobs before its index exists: the grace period is what protects them;
-   a publish that finds one gone is dropped, never half-applied);
+3. sweep: unmarked blobs older than the grace period and older than the
+   oldest live export (a running export writes its blobs before its index
+   exists; a publish that finds one gone is dropped, never half-applied);
 4. evict whole scopes, least recently used first (imports count as use),
    never one used within the grace period, until the store fits; each
    eviction sweeps the blobs it leaves unreferenced.
@@ -29,6 +29,8 @@ from composecache.store.layout import Layout
 from composecache.store.naming import is_safe_dirname, safe_dirname
 from composecache.store.roots import BlobFile, Progress, Roots, blob_files, collect_roots, reclaim_dead
 from composecache.store.safefs import remove_tree
+
+CLOCK_SLACK_S = 2.0  # blob mtimes and lock mtimes come from the same clock; allow coarse timestamps
 
 
 @dataclass
@@ -122,22 +124,26 @@ def collect_garbage(
         roots.release()
     report.staging_live, report.leases_live = roots.live_staging, roots.live_leases
     _tidy_scopes(layout, roots, report)
+    if roots.oldest_live_export is not None:  # a live export's blobs are not indexed yet
+        blob_cutoff = min(cutoff, roots.oldest_live_export - CLOCK_SLACK_S)
+    else:
+        blob_cutoff = cutoff
     sweeper = _Sweeper(layout, blob_files(layout), report)
     report.bytes_before = sweeper.total
     kept = roots.kept
-    candidates = [b for b in sweeper.blobs.values() if b.digest not in kept and b.mtime < cutoff]
+    candidates = [b for b in sweeper.blobs.values() if b.digest not in kept and b.mtime < blob_cutoff]
     for done, blob in enumerate(candidates, 1):
         sweeper.remove(blob.digest)
         if progress is not None:
             progress("sweeping blobs", done, len(candidates))
     if keep_storage is not None and sweeper.total > keep_storage:
-        _evict_lru(layout, roots, sweeper, keep_storage, cutoff)
+        _evict_lru(roots, sweeper, keep_storage, cutoff, blob_cutoff)
     _expire_quarantine(layout, cutoff, report)
     report.bytes_after = sweeper.total
     return report
 
 
-def _evict_lru(layout: Layout, roots: Roots, sweeper: _Sweeper, keep_storage: int, cutoff: float) -> None:
+def _evict_lru(roots: Roots, sweeper: _Sweeper, keep_storage: int, cutoff: float, blob_cutoff: float) -> None:
     refcount: Counter[str] = Counter()
     for scope in roots.scope_refs:
         refcount.update(scope.digests)
@@ -153,7 +159,12 @@ def _evict_lru(layout: Layout, roots: Roots, sweeper: _Sweeper, keep_storage: in
         for digest in scope.digests:
             refcount[digest] -= 1
             blob = sweeper.blobs.get(digest)
-            if refcount[digest] <= 0 and digest not in roots.protected and blob is not None and blob.mtime < cutoff:
+            if (
+                refcount[digest] <= 0
+                and digest not in roots.protected
+                and blob is not None
+                and blob.mtime < blob_cutoff
+            ):
                 sweeper.remove(digest)
 
 

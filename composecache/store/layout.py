@@ -45,6 +45,7 @@ MARKER_NAME = "composecache-store.json"
 MARKER_FORMAT = "composecache-store"
 BLOBS_LINK = "../../blobs"  # from scopes/<x>/blobs and staging/<x>/blobs to <ns>/blobs
 
+HINT_MARKER = "if this directory is not a composecache store, use another COMPOSECACHE_DIR"
 HINT_PERMISSIONS = "check the directory's owner and mode, or set COMPOSECACHE_DIR / --cache-dir elsewhere"
 
 
@@ -102,8 +103,17 @@ class Layout:
     def directories(self) -> list[Path]:
         """Every directory of the layout, parents first."""
         ns = self.base / "ns"
-        return [ns, self.root, self.blobs, self.blob_dir, self.scopes, self.staging, self.leases,
-                self.quarantine, self.locks]  # fmt: skip
+        return [
+            ns,
+            self.root,
+            self.blobs,
+            self.blob_dir,
+            self.scopes,
+            self.staging,
+            self.leases,
+            self.quarantine,
+            self.locks,
+        ]
 
 
 def _unavailable(layout: Layout, exc: OSError) -> CacheUnavailable:
@@ -137,15 +147,17 @@ def _check_marker(layout: Layout) -> bool:
     except (OSError, ValueError) as exc:
         raise CacheUnavailable(
             f"corrupt layout marker {layout.marker}: {exc}",
-            hint="if this directory is not a composecache store, use another COMPOSECACHE_DIR",
+            hint=HINT_MARKER,
         ) from exc
     if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
         raise CacheUnavailable(
             f"corrupt layout marker {layout.marker}",
-            hint="if this directory is not a composecache store, use another COMPOSECACHE_DIR",
+            hint=HINT_MARKER,
         )
     version = marker.get("layout")
-    if not isinstance(version, int) or version > LAYOUT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CacheUnavailable(f"corrupt layout marker {layout.marker}: layout {version!r}", hint=HINT_MARKER)
+    if version > LAYOUT_VERSION:
         raise CacheUnavailable(
             f"the cache at {layout.base} has layout {version!r}; this composecache knows {LAYOUT_VERSION}",
             hint="upgrade composecache, or use another COMPOSECACHE_DIR",

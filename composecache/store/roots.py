@@ -4,7 +4,10 @@ Roots are every scope's index (its manifest and the blobs the manifest
 names), the index.json of every staging directory whose lock is held (a
 build exporting right now) and every held import lease (a build importing
 right now).  Blobs a running export has written but not yet indexed are
-protected only by gc's grace period (their fresh mtime).
+protected by their mtime: gc sweeps no orphan newer than the oldest live
+export (nor newer than its grace period).  An orphan a running export
+found already present (so BuildKit skipped writing it) has no such
+protection; if gc removes it, that export's publish is dropped.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class Roots:
     empty_scopes: list[Path] = field(default_factory=list)
     protected: set[str] = field(default_factory=set)  # live staging and leases
     live_staging: int = 0
+    # When the oldest live export began (or last published): blobs renamed into the store after
+    # that may belong to it, before its index exists.  gc sweeps no orphan newer than this.
+    oldest_live_export: float | None = None
     # Dead staging keeps our probe lock until reclaimed or released: a builder that created its lock
     # file just before we probed it must not lock it after we let go and then lose its directory.
     dead_staging: list[tuple[Path, HeldLock | None]] = field(default_factory=list)
@@ -143,6 +149,9 @@ def _staging_roots(layout: Layout, roots: Roots) -> None:
             continue  # not ours to judge (a planted entry); verify reports the store, gc leaves it
         if held is None:
             roots.live_staging += 1
+            with contextlib.suppress(OSError):
+                since = os.lstat(layout.staging / lock_name).st_mtime
+                roots.oldest_live_export = min(since, roots.oldest_live_export or since)
             staged = _staged_manifest(staging_dir)
             if staged is not None:
                 roots.protected |= _manifest_closure(layout, staged)

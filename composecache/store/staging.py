@@ -119,8 +119,9 @@ _HELD_LEASES: dict[Path, HeldLock] = {}
 
 def take_lease(layout: Layout, scope: str, manifest: oci.Descriptor) -> Path:
     """Record (and lock) that this process imports `manifest`; held until release or exit."""
-    content = json.dumps({"scope": scope, "digest": manifest.digest, "size": manifest.size,
-                          "pid": os.getpid()}).encode()  # fmt: skip
+    content = json.dumps(
+        {"scope": scope, "digest": manifest.digest, "size": manifest.size, "pid": os.getpid()}
+    ).encode()
     _, lock = _new_locked_file(layout.leases, "import", LEASE_SUFFIX, content)
     _HELD_LEASES[lock.path] = lock
     return lock.path

@@ -74,8 +74,16 @@ class PublishOutcome:
 class Store:
     """One namespace of a shared cache directory (see layout.py for what lives where)."""
 
-    def __init__(self, layout: Layout, *, writable: bool, read_only: bool, on_notice: Notice | None,
-                 lock_timeout: float, warnings: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layout: Layout,
+        *,
+        writable: bool,
+        read_only: bool,
+        on_notice: Notice | None,
+        lock_timeout: float,
+        warnings: list[str],
+    ) -> None:
         self.layout = layout
         self.writable = writable
         self.read_only = read_only
@@ -110,8 +118,14 @@ class Store:
             writable = False
         else:
             writable = layout_mod.create(layout)
-        return cls(layout, writable=writable, read_only=read_only, on_notice=on_notice,
-                   lock_timeout=lock_timeout, warnings=layout_mod.warnings_for(layout))  # fmt: skip
+        return cls(
+            layout,
+            writable=writable,
+            read_only=read_only,
+            on_notice=on_notice,
+            lock_timeout=lock_timeout,
+            warnings=layout_mod.warnings_for(layout),
+        )
 
     @property
     def root(self) -> Path:
@@ -282,6 +296,8 @@ class Store:
             scopes.write_index(scope_dir, manifest)
             scopes.write_record(scope_dir, scope, published=True)
         staging.published_digest = manifest.digest
+        with contextlib.suppress(OSError):  # re-arm: gc protects orphans newer than this (roots.py)
+            os.utime(staging.lock.path)
         return PublishOutcome(scope, True, "published", manifest.digest)
 
     def _make_scope_dir(self, scope_dir: Path, scope: str) -> None:

@@ -72,6 +72,27 @@ def test_blobs_of_a_live_staging_index_are_kept(store: Store) -> None:
     assert store.publish(staging).published
 
 
+def test_blobs_a_live_export_wrote_before_its_index_exist_are_kept(store: Store) -> None:
+    """BuildKit renames each blob into the store as it goes and writes index.json last."""
+    publish_layers(store, "old", [b"old layer"])
+    _age_blobs(store, 600)
+    staging = store.prepare_export("api")
+    write_blob(staging.path, b"written mid-export")  # no index.json yet
+    report = store.gc(grace_s=0)
+    assert report.blobs_removed == 0
+    assert _blob_exists(store, b"written mid-export")
+    store.discard(staging)  # the build died: nothing protects the blob any more
+    assert store.gc(grace_s=0).blobs_removed == 1
+
+
+def test_orphans_older_than_every_live_export_are_still_swept(store: Store) -> None:
+    write_blob(store.root, b"old orphan")
+    _age_blobs(store, 600)
+    staging = store.prepare_export("api")
+    assert store.gc(grace_s=0).blobs_removed == 1
+    store.discard(staging)
+
+
 def test_lru_eviction_keeps_recently_used_scopes_and_shared_blobs(store: Store) -> None:
     base = os.urandom(8 * KB)
     for name in ("old", "middle", "new"):
