@@ -16,7 +16,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import shutil
 import stat
 from pathlib import Path
@@ -123,7 +122,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     planted symlink cannot redirect the write; os.replace replaces a symlink
     at `path` itself rather than following it.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:

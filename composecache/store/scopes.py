@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -215,7 +214,7 @@ def quarantine(layout: Layout, entry: Path, reason: str, name: str | None = None
     os.rename moves a symlink itself, never what it points at.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = layout.quarantine / f"{stamp}-{entry.name[:72]}-{secrets.token_hex(4)}"
+    target = layout.quarantine / f"{stamp}-{entry.name[:72]}-{os.urandom(4).hex()}"
     ensure_dir(target)
     os.rename(entry, target / "entry")
     atomic_write_json(

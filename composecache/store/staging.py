@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +68,7 @@ class Staging:
 
 def _new_locked_file(directory: Path, stem: str, suffix: str, content: bytes) -> tuple[str, HeldLock]:
     for _ in range(CREATE_ATTEMPTS):
-        name = f"{stem}.{secrets.token_hex(8)}"
+        name = f"{stem}.{os.urandom(8).hex()}"
         try:
             lock = create_and_lock(directory / f"{name}{suffix}", content)
         except (FileExistsError, LockTimeout):

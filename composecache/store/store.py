@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from composecache.errors import CacheUnavailable, ComposecacheError
+from composecache.errors import CacheUnavailable, ComposecacheError, UsageError
 from composecache.store import layout as layout_mod
 from composecache.store import oci, scopes
 from composecache.store.gc import GcReport, PruneReport, collect_garbage, prune_scope
@@ -219,7 +219,7 @@ class Store:
 
     def _export_fields(self, dest: str, mode: str, options: Mapping[str, str] | None) -> list[tuple[str, str]]:
         if mode not in MODES:
-            raise ValueError(f"cache export mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise UsageError(f"cache export mode must be one of {', '.join(MODES)}, not {mode!r}")
         fields = [("type", "local"), ("dest", dest), ("mode", mode), ("ignore-error", "true")]
         for key, value in (options or {}).items():
             if key in RESERVED_EXPORT_KEYS:

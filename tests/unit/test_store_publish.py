@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache.errors import CacheUnavailable
+from composecache.errors import CacheUnavailable, UsageError
 from composecache.store import Store, safefs, scopes
 from tests.unit.store_fakes import fake_export, publish_layers
 
@@ -46,7 +46,7 @@ def test_export_options_are_added_but_reserved_keys_are_refused(store: Store) ->
     assert "/x" not in staging.cache_to
     assert len(notices) == 2
     store.discard(staging)
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(UsageError, match="mode"):
         store.prepare_export("api", mode="maximum")
 
 
