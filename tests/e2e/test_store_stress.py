@@ -18,6 +18,7 @@ from tests.e2e.store_builds import assert_built, build, build_all, cache_cli, ma
 SESSIONS = 3
 SCOPES = 3
 ROUNDS = 3
+PAYLOAD_KB = 1024  # a fresh random layer per scope and session in round 1
 
 
 def test_concurrent_sessions_share_one_store_without_failures(
@@ -26,7 +27,10 @@ def test_concurrent_sessions_share_one_store_without_failures(
     started = time.monotonic()
     store = Store.open(cache_dir)
     daemons = [sessions.start("stable") for _ in range(SESSIONS)]
-    contexts = {f"stress/svc-{i}": make_context(tmp_path / f"ctx{i}", rootfs_tar, f"svc-{i}") for i in range(SCOPES)}
+    contexts = {
+        f"stress/svc-{i}": make_context(tmp_path / f"ctx{i}", rootfs_tar, f"svc-{i}", payload_kb=PAYLOAD_KB)
+        for i in range(SCOPES)
+    }
     lines = []
     for round_no in range(1, ROUNDS + 1):
         round_started = time.monotonic()
@@ -45,7 +49,7 @@ def test_concurrent_sessions_share_one_store_without_failures(
         )
         if round_no >= 2:
             missed = [b.describe() for b in builds if not b.fully_cached or not b.imported]
-            assert not missed, "round {round_no}: every RUN step must be CACHED:\n" + "\n".join(missed)
+            assert not missed, f"round {round_no}: every RUN step must be CACHED:\n" + "\n".join(missed)
             for b in builds:
                 harness.assert_all_run_steps_cached(b.log, at_least=2)
         unpublished = [b.describe() for b in builds if not (b.outcome and b.outcome.published)]
