@@ -128,6 +128,10 @@ class BuildArgs:
 class BuildArgsError(ValueError):
     """The build arguments are not something we understand well enough to rewrite."""
 
+    def __init__(self, message: str, positionals: int) -> None:
+        super().__init__(message)
+        self.positionals = positionals
+
 
 def _flags_at(args: list[str], i: int) -> tuple[list[tuple[str, str | None]], int]:
     """The flags at args[i] as [(long name, value or None)], and how many args they use."""
@@ -200,7 +204,8 @@ def parse_build(args: list[str]) -> BuildArgs:
     if parsed.help:
         return parsed
     if len(positionals) != 1:
-        raise BuildArgsError(f"expected one build context, found {len(positionals)}: {' '.join(positionals)}")
+        found = f"{len(positionals)}: {' '.join(positionals)}" if positionals else "none"
+        raise BuildArgsError(f"expected one build context, found {found}", len(positionals))
     parsed.context = positionals[0]
     return parsed
 

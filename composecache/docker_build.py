@@ -52,7 +52,8 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
     try:
         build = docker_args.parse_build(command.rest)
     except BuildArgsError as exc:
-        output.warn(f"could not read the build arguments ({exc}); building without the cache")
+        if exc.positionals:  # no context at all: docker says so itself
+            output.warn(f"could not read the build arguments ({exc}); building without the cache")
         return _passthrough([str(docker), *args], env)
     if build.help or (build.call not in {None, "build"}):
         return _passthrough([str(docker), *args], env)
