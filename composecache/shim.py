@@ -242,14 +242,13 @@ def install(
         text = render(ShimScript(script.kind, script.real, script.python, script.docker, script.compose_v1,
                                  created))  # fmt: skip
         detail = f"-> {script.real or f'{script.docker} compose'}" + (" (Compose v1)" if script.compose_v1 else "")
+        moved = _exists(target) and previous is None
         if previous == text:
             changes.append(Change(kind, target, "unchanged", detail))
             continue
-        moved = _exists(target) and previous is None
         _write_shim(target, text)
         action = "updated" if previous is not None else "installed"
-        changes.append(Change(kind, target, action, detail + (f"; the original is kept as {backup_path(target)}"
-                                                              if moved else "")))  # fmt: skip
+        changes.append(Change(kind, target, action, detail + (" (what was here, kept beside it)" if moved else "")))
     return changes
 
 

@@ -89,7 +89,7 @@ def render(script: ShimScript) -> str:
             + _disable_check('exec "$real" "$@"')
             + _scanner("docker", "    docker:build) w=go; break ;;\n    docker:buildx) w=buildx ;;\n"
                        "    docker:builder|docker:image) w=group ;;\n    docker:compose) w=compose ;;\n")
-            + 'if [ "$w" = go ]; then\n'
+            + f'if [ "$w" = go ] && [ -x {python} ]; then  # no Python any more: run unchanged (fail open)\n'
             "  COMPOSECACHE_REAL_DOCKER=$real COMPOSECACHE_SHIM=docker\n"
             "  export COMPOSECACHE_REAL_DOCKER COMPOSECACHE_SHIM\n"
             f'  exec {python} -I -m composecache docker "$@"\n'
@@ -103,7 +103,7 @@ def render(script: ShimScript) -> str:
             + _disable_check('exec "$real" "$@"')
             + 'case ${1-} in docker-cli-plugin-metadata) exec "$real" "$@" ;; esac\n'
             + _scanner("docker", "    docker:compose) w=compose ;;\n")
-            + 'if [ "$w" = go ]; then\n'
+            + f'if [ "$w" = go ] && [ -x {python} ]; then  # no Python any more: run unchanged (fail open)\n'
             "  COMPOSECACHE_REAL_COMPOSE=$real COMPOSECACHE_SHIM=plugin\n"
             "  export COMPOSECACHE_REAL_COMPOSE COMPOSECACHE_SHIM\n"
             '  if [ -z "${COMPOSECACHE_REAL_DOCKER-}" ] && [ -n "${DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND-}" ]; then\n'
@@ -137,7 +137,7 @@ def render(script: ShimScript) -> str:
             setup
             + _disable_check(run_real)
             + _scanner("compose", "")
-            + 'if [ "$w" = go ]; then\n'
+            + f'if [ "$w" = go ] && [ -x {python} ]; then  # no Python any more: run unchanged (fail open)\n'
             + to_python
             + "  COMPOSECACHE_SHIM=compose; export COMPOSECACHE_SHIM\n"
             f'  exec {python} -I -m composecache -- "$@"\n'

@@ -300,3 +300,10 @@ def test_shim_command_line(
     assert '"active": true' in capsys.readouterr().out
     assert command.main(["uninstall", "--dir", str(machine.shims)], settings, Output()) == 0
     assert "restored" in capsys.readouterr().out
+
+
+def test_a_shim_whose_python_is_gone_still_runs_the_build_unchanged(machine: Machine) -> None:
+    machine.install()
+    machine.python.unlink()
+    assert machine.run("docker", "build", ".").startswith("REAL-DOCKER build .")
+    assert machine.run("plugin", "compose", "up").startswith("REAL-PLUGIN compose up")
