@@ -120,6 +120,10 @@ class CachedBuild:
                 slot.export_note = "export failed to start"
         return self.slots
 
+    def imported_digests(self) -> list[str]:
+        """The digest of every cache manifest this build imports, each once (for seeding)."""
+        return list(dict.fromkeys(spec.digest for slot in self.slots.values() for spec in slot.imports))
+
     def publish_ready(self) -> None:
         """Publish every export that completed since the last call (a long `up` or `watch`)."""
         for slot in self.slots.values():

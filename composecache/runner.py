@@ -8,6 +8,7 @@ periodic work (publishing finished cache exports) while it runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import IO, Generic, TypeVar
 
 from composecache.errors import ComposecacheError
 
@@ -79,20 +80,28 @@ def capture(
     timeout: float = 60.0,
     cwd: Path | None = None,
     stdin_text: str | None = None,
+    stdin_path: Path | None = None,
 ) -> Captured:
-    """Run a helper command and capture its output (for `config`, `version`, ...)."""
+    """Run a helper command and capture its output (for `config`, `version`, ...).
+
+    stdin_path: a file the child reads as its standard input (binary, not through Python).
+    """
     try:
-        result = subprocess.run(
-            list(argv),
-            env=dict(env),
-            cwd=cwd,
-            input=stdin_text,
-            stdin=None if stdin_text is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        with contextlib.ExitStack() as stack:
+            stdin: int | IO[bytes] | None = None if stdin_text is not None else subprocess.DEVNULL
+            if stdin_path is not None:
+                stdin = stack.enter_context(open(stdin_path, "rb"))
+            result = subprocess.run(
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                input=stdin_text,
+                stdin=stdin,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
     except FileNotFoundError as exc:
         raise ComposecacheError(f"{argv[0]}: command not found") from exc
     except PermissionError as exc:

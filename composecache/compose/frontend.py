@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import runner, toolchain
+from composecache import runner, seeding, toolchain
 from composecache.cached_build import CachedBuild, CacheRequest
 from composecache.compose import cmdline, override, project, scopes, versions
 from composecache.compose.files import ComposeFiles, find_files
@@ -44,6 +44,7 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         return _passthrough(compose, args, env)
 
     probe = runner.Background(_probe, env)
+    located = None if settings.dry_run else seeding.background_locate(env)
     config_result = toolchain.safe_capture([*compose, *parsed.config_argv(files.files)], env, 120)
     tools = probe.result()
 
@@ -94,11 +95,15 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     with override.OverrideFile(document) as override_file:
         argv = [*compose, *parsed.argv(files=[*files.files, str(override_file.path)])]
         child_env = {**env, **plan.env}
+        layout = build.store.layout if build.store is not None else None
+        seeder = seeding.seed_imports(layout, build.imported_digests(), located, env, output)
         output.debug(f"running {' '.join(argv)}")
         try:
             return runner.run_foreground(argv, child_env, on_tick=build.publish_ready)
         finally:
             build.finish(summary=not settings.quiet)
+            if seeder is not None:
+                seeder.release()
 
 
 def _probe(env: Mapping[str, str]) -> toolchain.Toolchain | None:

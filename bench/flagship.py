@@ -1,0 +1,179 @@
+"""The flagship benchmark (issue 7): one run, one machine, every number side by side.
+
+    .venv/bin/python -m bench.flagship [--warm-runs 3] [--overhead-runs 15] [--leg stable]
+
+1. cold_s: `composecache up --build -d` of fixtures/flagship in a fresh session A
+   with an empty shared cache (base image from a loopback registry);
+2. overhead_ms: in A, everything up to date: `composecache up --build -d` against
+   plain `docker compose up --build -d`, interleaved, median of the paired
+   differences; plus where composecache's own time goes (bench/overhead.py);
+3. warm_new_session_s: the same command in a fresh session B (the headline),
+   with seeding (the default) and without (COMPOSECACHE_SEED=0), interleaved,
+   medians of --warm-runs fresh sessions each;
+4. warm_same_session_s: again in one B (the floor);
+5. tarball_s: what a user would do instead: A saved the images once (not
+   counted); a fresh session C runs `docker load` and `docker compose up -d`;
+6. shim_passthrough_ms: bench/shim_passthrough.py against a session.
+
+Writes bench/results/latest.json, latest.md and latest.png (bench/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import overhead, report
+from bench.harness import IMAGES, PYTHON, REPO, Bench, BenchError, Timed, machine, run_steps, store_stats, tool_versions
+
+RESULTS = REPO / "bench" / "results"
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2) if values else float("nan")
+
+
+def summary(runs: list[Timed]) -> dict[str, Any]:
+    return {"runs_s": [round(run.seconds, 2) for run in runs], "median_s": median([run.seconds for run in runs]),
+            "load_avg": [round(run.load_before, 1) for run in runs]}  # fmt: skip
+
+
+def warm_new_session(bench: Bench, label: str, seed: bool) -> tuple[Timed, dict[str, Any]]:
+    session = bench.start(label)
+    try:
+        timed = bench.composecache_up(session, label, COMPOSECACHE_SEED="auto" if seed else "0")
+        cached, total = run_steps(timed.output)
+        running = bench.running_services(session)
+        if running != len(IMAGES):
+            raise BenchError(f"{label}: {running} of {len(IMAGES)} services running after up")
+        seeded = [line for line in timed.output.splitlines() if "seeded" in line]
+        return timed, {"cached_steps": cached, "run_steps": total, "seed_line": seeded[-1] if seeded else None}
+    finally:
+        bench.stop(session)
+
+
+def tarball(bench: Bench, label: str, images_tar: Path) -> tuple[float, float]:
+    session = bench.start(label)
+    try:
+        load = bench.run(session, f"{label}-load", ["docker", "load", "-i", str(images_tar)])
+        up = bench.compose(session, f"{label}-up", "up", "-d", "--no-build")
+        if bench.running_services(session) != len(IMAGES):
+            raise BenchError(f"{label}: services not running after docker load + up")
+        return load.seconds, up.seconds
+    finally:
+        bench.stop(session)
+
+
+def shim_passthrough(bench: Bench) -> dict[str, Any]:
+    script = REPO / "bench" / "shim_passthrough.py"
+    if not script.exists():
+        return {"value_ms": None, "reason": "bench/shim_passthrough.py is not there yet"}
+    session = bench.start("shim")
+    try:
+        result = subprocess.run([PYTHON, str(script), "--runs", "100", "--", "ps", "-q"], env=session.env(),
+                                capture_output=True, text=True, check=False, timeout=600)  # fmt: skip
+        if result.returncode != 0:
+            return {"value_ms": None, "reason": f"shim_passthrough.py failed: {result.stderr.strip()[-300:]}"}
+        data = json.loads(result.stdout)
+        return {"value_ms": data["through_docker"]["extra_median_ms"], "command": "docker ps -q", "detail": data}
+    finally:
+        bench.stop(session)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warm-runs", type=int, default=3, help="fresh sessions per warm variant (default 3)")
+    parser.add_argument("--overhead-runs", type=int, default=15, help="paired runs for overhead_ms (default 15)")
+    parser.add_argument("--tarball-runs", type=int, default=3)
+    parser.add_argument("--leg", choices=("stable", "latest"), default="stable")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest")
+    options = parser.parse_args(argv)
+
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "leg": options.leg,
+                               "machine": machine()}  # fmt: skip
+    with Bench(leg=options.leg, keep=options.keep) as bench:
+        print(f"bench work dir: {bench.work}", flush=True)
+        bench.setup()
+        step = _progress()
+
+        # 1. cold, in A
+        a = bench.start("a")
+        results["tools"] = tool_versions(a)
+        cold = bench.composecache_up(a, "cold")
+        cached, total = run_steps(cold.output)
+        results["cold"] = {**summary([cold]), "cached_steps": cached, "run_steps": total}
+        results["store"] = store_stats(bench.cache_dir())
+        step(f"cold {cold.seconds:.1f}s ({total} RUN steps, {cached} cached)")
+        images_tar = bench.work / "images.tar"
+        bench.run(a, "save", ["docker", "save", "-o", str(images_tar), *IMAGES])
+        results["images_tar_bytes"] = images_tar.stat().st_size
+
+        # 2. overhead, in A (everything up to date)
+        results["overhead"] = overhead.measure(bench, a, options.overhead_runs)
+        step(f"overhead {results['overhead']['overhead_ms']} ms")
+        bench.stop(a)
+
+        # 3. + 4. warm in new sessions (seeded / not, interleaved), then the same-session floor
+        warm: dict[str, list[Timed]] = {"seeded": [], "unseeded": []}
+        details: dict[str, list[dict[str, Any]]] = {"seeded": [], "unseeded": []}
+        for i in range(options.warm_runs):
+            order = ("seeded", "unseeded") if i % 2 == 0 else ("unseeded", "seeded")
+            for variant in order:
+                timed, detail = warm_new_session(bench, f"warm-{variant}-{i}", seed=variant == "seeded")
+                warm[variant].append(timed)
+                details[variant].append(detail)
+                step(f"warm new session ({variant}) {timed.seconds:.1f}s "
+                     f"{detail['cached_steps']}/{detail['run_steps']} cached")  # fmt: skip
+        results["warm_new_session"] = {variant: {**summary(runs), "detail": details[variant]}
+                                       for variant, runs in warm.items()}  # fmt: skip
+        b = bench.start("b")
+        bench.composecache_up(b, "warm-b-first")
+        same = [bench.composecache_up(b, f"warm-same-{i}") for i in range(options.warm_runs)]
+        results["warm_same_session"] = summary(same)
+        step(f"warm same session {results['warm_same_session']['median_s']}s")
+        bench.stop(b)
+
+        # 5. tarball
+        loads, ups = [], []
+        for i in range(options.tarball_runs):
+            load_s, up_s = tarball(bench, f"tarball-{i}", images_tar)
+            loads.append(load_s)
+            ups.append(up_s)
+            step(f"tarball: load {load_s:.1f}s + up {up_s:.1f}s")
+        results["tarball"] = {"load_runs_s": [round(x, 2) for x in loads], "up_runs_s": [round(x, 2) for x in ups],
+                              "median_s": median([x + y for x, y in zip(loads, ups, strict=True)]),
+                              "load_median_s": median(loads)}  # fmt: skip
+
+        # 6. shim
+        results["shim_passthrough"] = shim_passthrough(bench)
+        step(f"shim passthrough {results['shim_passthrough'].get('value_ms')} ms")
+
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results.update(report.headline(results))
+    report.write(results, options.out)
+    print(json.dumps({key: results[key] for key in report.HEADLINE_KEYS}, indent=2))
+    return 0
+
+
+def _progress() -> Any:
+    started = time.monotonic()
+
+    def step(message: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
+
+    return step
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,226 @@
+"""What every flagship measurement needs: sessions, the registry, the project, timed commands.
+
+A `Bench` owns a temp work dir, a loopback registry holding the flagship's base
+image, a copy of fixtures/flagship and the shared cache directory; it starts
+session daemons on demand and stops every one of them (and the registry) on
+close, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))
+
+import sandboxlib  # noqa: E402
+
+from bench import registry  # noqa: E402
+
+FIXTURE = "flagship"
+PROJECT = "flagship"
+BASE_IMAGE = "flagship/base:bookworm"
+SERVICES = ("api", "ui", "worker", "docs")
+IMAGES = tuple(f"helix-flagship/{service}:dev" for service in SERVICES)
+PYTHON = sys.executable
+
+
+class BenchError(Exception):
+    """A measured command failed; the message names its log."""
+
+
+@dataclass
+class Timed:
+    seconds: float
+    log: Path
+    output: str
+    load_before: float
+    load_after: float
+
+
+@dataclass
+class Bench:
+    leg: str = "stable"
+    keep: bool = False
+    tag: str = field(default_factory=lambda: f"fb{os.getpid() % 100000}")
+    work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="composecache-bench-")))
+    sessions: list[sandboxlib.Session] = field(default_factory=list)
+    reg: registry.Registry | None = None
+    counter: int = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def __enter__(self) -> Bench:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for session in list(reversed(self.sessions)):
+            self.stop(session)
+        if self.reg is not None:
+            registry.stop(self.reg)
+            self.reg = None
+        if not self.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    @property
+    def logs(self) -> Path:
+        path = self.work / "logs"
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def project(self) -> Path:
+        return self.work / FIXTURE
+
+    def cache_dir(self, name: str = "cache") -> Path:
+        return self.work / name
+
+    def setup(self) -> None:
+        """Registry, project copy, base image pushed from a throwaway session."""
+        self.reg = registry.start(self.work / "registry")
+        rootfs = sandboxlib.make_rootfs_tar(self.work / "rootfs.tar")
+        sandboxlib.copy_fixture(FIXTURE, self.project, rootfs)
+        pusher = self.start("push")
+        try:
+            push = ["docker", "buildx", "build", "--network", "none", "--push",
+                    "-t", f"{self.reg.host}/{BASE_IMAGE}", str(self.project / "base")]  # fmt: skip
+            self.run(pusher, "push-base", push)
+        finally:
+            self.stop(pusher)
+
+    def start(self, role: str) -> sandboxlib.Session:
+        assert self.reg is not None
+        self.counter += 1
+        session = sandboxlib.start(f"{self.tag}-{role}{self.counter}", leg=self.leg,
+                                   extra_daemon_config={"insecure-registries": [self.reg.host]})  # fmt: skip
+        self.sessions.append(session)
+        return session
+
+    def stop(self, session: sandboxlib.Session) -> None:
+        if session in self.sessions:
+            self.sessions.remove(session)
+            sandboxlib.stop(session)
+
+    # --- commands ------------------------------------------------------------------------------------
+
+    def env(self, session: sandboxlib.Session, cache: Path | None = None, **extra: str) -> dict[str, str]:
+        assert self.reg is not None
+        env = session.env()
+        env.update(FLAGSHIP_REGISTRY=self.reg.host, BUILDKIT_PROGRESS="plain", NO_COLOR="1")
+        env["COMPOSECACHE_DIR"] = str(cache or self.cache_dir())
+        env.update(extra)
+        return env
+
+    def run(self, session: sandboxlib.Session, label: str, argv: list[str], env: dict[str, str] | None = None,
+            check: bool = True) -> Timed:  # fmt: skip
+        """Run argv in the project dir, timed; its output goes to logs/<label>.log."""
+        log = self.logs / f"{label}.log"
+        before = os.getloadavg()[0]
+        start = time.monotonic()
+        lines = []
+        with open(log, "w") as handle:
+            # Each line of the log carries the seconds since the start: where the time goes.
+            proc = subprocess.Popen(argv, cwd=self.project, env=env or self.env(session), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                    errors="replace")  # fmt: skip
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                handle.write(f"[{time.monotonic() - start:7.2f}] {line}")
+            proc.wait()
+        seconds = time.monotonic() - start
+        output = "".join(lines)
+        if check and proc.returncode != 0:
+            tail = "\n".join(output.splitlines()[-30:])
+            raise BenchError(f"{label}: {' '.join(argv[:6])} exited with {proc.returncode} (log {log}):\n{tail}")
+        return Timed(seconds, log, output, before, os.getloadavg()[0])
+
+    def composecache_up(self, session: sandboxlib.Session, label: str, cache: Path | None = None,
+                        **extra: str) -> Timed:  # fmt: skip
+        argv = [PYTHON, "-m", "composecache", "-v", "-p", PROJECT, "--progress", "plain", "up", "--build", "-d"]
+        return self.run(session, label, argv, self.env(session, cache, **extra))
+
+    def compose(self, session: sandboxlib.Session, label: str, *args: str, env: dict[str, str] | None = None,
+                files: tuple[str, ...] = ()) -> Timed:  # fmt: skip
+        file_args = [arg for name in files for arg in ("-f", name)]
+        return self.run(session, label, ["docker", "compose", *file_args, "-p", PROJECT, *args],
+                        env or self.env(session))  # fmt: skip
+
+    def running_services(self, session: sandboxlib.Session) -> int:
+        result = subprocess.run(["docker", "compose", "-p", PROJECT, "ps", "--status", "running", "-q"],
+                                cwd=self.project, env=self.env(session), capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        return len(result.stdout.split())
+
+
+def run_steps(log: str) -> tuple[int, int]:
+    """(RUN steps CACHED, RUN steps) in a plain-progress build log."""
+    steps = {m.group(1) for m in re.finditer(r"^#(\d+) \[[^\]]*\] RUN ", log, re.M)}
+    cached = {n for n in steps if re.search(rf"^#{n} CACHED$", log, re.M)}
+    return len(cached), len(steps)
+
+
+def tool_versions(session: sandboxlib.Session) -> dict[str, str]:
+    env = session.env()
+
+    def out(*argv: str) -> str:
+        result = subprocess.run(list(argv), env=env, capture_output=True, text=True, check=False)
+        return (result.stdout or result.stderr).strip().splitlines()[0] if (result.stdout or result.stderr) else ""
+
+    return {
+        "docker_server": out("docker", "version", "--format", "{{.Server.Version}}"),
+        "docker_client": out("docker", "version", "--format", "{{.Client.Version}}"),
+        "buildx": out("docker", "buildx", "version"),
+        "compose": out("docker", "compose", "version", "--short"),
+        "containerd": out("ctr", "--version"),
+        "registry": out(str(registry.REGISTRY_BIN), "--version"),
+        "composecache": out(PYTHON, "-m", "composecache", "--version"),
+        "python": sys.version.split()[0],
+    }
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "mem_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": os.uname().release,
+        "loadavg_at_start": os.getloadavg()[0],
+    }
+
+
+def store_stats(cache: Path) -> dict[str, object]:
+    result = subprocess.run([PYTHON, "-m", "composecache", "--cache-dir", str(cache), "cache", "stats", "--json"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    try:
+        stats: dict[str, object] = json.loads(result.stdout)
+        return stats
+    except ValueError:
+        return {"error": result.stderr.strip()[-300:]}
