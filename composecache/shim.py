@@ -321,3 +321,24 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def doctor_findings(env: Mapping[str, str]) -> list[tuple[bool, str, str | None]]:
+    """For `composecache doctor`: which shims are in effect and whether they still work."""
+    findings: list[tuple[bool, str, str | None]] = []
+    for kind in (DOCKER, COMPOSE, PLUGIN):
+        path = _what_runs(kind, env)
+        if path is None or not toolchain.is_shim(path):
+            if kind == DOCKER:
+                findings.append((True, "shims: not installed (`composecache shim install` wires every docker and "
+                                       "compose build of a session into the cache)", None))  # fmt: skip
+                return findings
+            continue
+        fields = parse_header(path.read_text(errors="replace"))
+        real = toolchain.shim_target(path)
+        python = Path(fields.get("python", [""])[0])
+        broken = [str(p) for p in (real, python) if p is not None and not p.is_file()]
+        findings.append((not broken, f"shim: {TITLES[kind]} {path} -> {real or 'docker compose'}"
+                                     + (f" (missing: {', '.join(broken)})" if broken else ""),
+                         "run `composecache shim install` again" if broken else None))  # fmt: skip
+    return findings

@@ -67,6 +67,10 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
     )
     for ok, text, fix in _project_findings(tools, env):
         line(ok, text, fix)
+    from composecache import shim
+
+    for ok, text, fix in shim.doctor_findings(env):
+        line(ok, text, fix)
     return 1 if problems else 0
 
 

@@ -307,3 +307,15 @@ def test_a_shim_whose_python_is_gone_still_runs_the_build_unchanged(machine: Mac
     machine.python.unlink()
     assert machine.run("docker", "build", ".").startswith("REAL-DOCKER build .")
     assert machine.run("plugin", "compose", "up").startswith("REAL-PLUGIN compose up")
+
+
+def test_doctor_reports_the_shims_in_effect(machine: Machine) -> None:
+    assert shim.doctor_findings(machine.env)[0][1].startswith("shims: not installed")
+    machine.install()
+    findings = shim.doctor_findings(machine.env)
+    assert [ok for ok, _, _ in findings] == [True, True, True]
+    machine.docker.unlink()
+    ok, text, fix = shim.doctor_findings(machine.env)[0]
+    assert not ok
+    assert "missing" in text
+    assert fix is not None
