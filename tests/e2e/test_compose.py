@@ -275,3 +275,51 @@ def test_bake_strategy_builds_with_set_and_compose_rebuilds_nothing(
     assert "RUN " not in compose_part and "Building" not in compose_part, compose_part
     images = harness.docker(b, "images", "--format", "{{.Repository}}").stdout.split()
     assert {f"b-{service}" for service in DEFAULT_SERVICES} <= set(images)
+
+
+def _published_digests(cache_dir: Path) -> set[str]:
+    digests = set()
+    for index in cache_dir.glob("ns/*/scopes/*/index.json"):
+        try:
+            digests |= {entry["digest"] for entry in json.loads(index.read_text())["manifests"]}
+        except (OSError, ValueError, KeyError):
+            continue
+    return digests
+
+
+def test_watch_rebuilds_are_published_while_watch_runs(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
+) -> None:
+    project = harness.copy_fixture("watch", tmp_path / "watch", rootfs_tar)
+    session = sessions.start()
+    env = session.env()
+    env.update(_env(cache_dir))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "composecache", "-p", "w", "watch"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _published_digests(cache_dir):
+            time.sleep(0.5)
+        first = _published_digests(cache_dir)
+        assert len(first) == 1, "the first build was not published while watch runs"
+        time.sleep(2)  # let watch settle before the change
+        (project / "src" / "app.txt").write_text("version 2\n")
+        while time.monotonic() < deadline and _published_digests(cache_dir) == first:
+            time.sleep(0.5)
+        second = _published_digests(cache_dir)
+        assert second and second != first, "the rebuild was not published"
+        assert proc.poll() is None, "watch stopped"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
