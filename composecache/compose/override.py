@@ -23,14 +23,19 @@ from composecache.cached_build import CacheSlot
 OVERRIDE_NAME = "composecache.override.yaml"
 
 
+def _literal(value: str) -> str:
+    """Compose interpolates every file it reads: `$` in a path must reach BuildKit as `$`."""
+    return value.replace("$", "$$")
+
+
 def override_document(slots: Mapping[str, CacheSlot]) -> dict[str, Any]:
     services: dict[str, Any] = {}
     for service, slot in slots.items():
         build: dict[str, list[str]] = {}
         if slot.cache_from:
-            build["cache_from"] = list(slot.cache_from)
+            build["cache_from"] = [_literal(spec) for spec in slot.cache_from]
         if slot.cache_to:
-            build["cache_to"] = [slot.cache_to]
+            build["cache_to"] = [_literal(slot.cache_to)]
         if build:
             services[service] = {"build": build}
     return {"services": services}

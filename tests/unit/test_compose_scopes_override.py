@@ -63,3 +63,8 @@ def test_dry_run_diff_appends_to_the_users_lists() -> None:
     assert after["cache_from"] == ["type=local,src=/own", "ours"]
     diff = dryrun.service_diff("api", before, after)
     assert "+  - ours" in diff and "   - type=local,src=/own" in diff
+
+
+def test_dollar_in_a_cache_path_is_escaped_for_compose_interpolation() -> None:
+    document = override.override_document({"a": _slot([], "type=local,dest=/c/$HOME/x,mode=max")})
+    assert document["services"]["a"]["build"]["cache_to"] == ["type=local,dest=/c/$$HOME/x,mode=max"]
