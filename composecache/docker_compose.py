@@ -37,6 +37,8 @@ def run(command: DockerCommand, args: list[str], settings: Settings, output: Out
                     "running compose without the shared cache")  # fmt: skip
         return passthrough(args, env)
     child_env = docker_args.apply_env(env, changes)
+    if not env.get("COMPOSECACHE_REAL_COMPOSE") and toolchain.find_plugin("compose", child_env) is None:
+        return passthrough(args, env)  # no compose plugin: docker says so, as it would without us
     for name in (*PLUGIN_ENV, SHIM_ENV):
         child_env.pop(name, None)
     from composecache.compose import frontend

@@ -477,3 +477,81 @@ def test_dry_run_prints_the_command_and_runs_nothing(fake_run: dict[str, object]
     assert docker_build.main(["build", "-t", "x", "."], settings, Output()) == 0
     assert "run" not in fake_run
     assert capsys.readouterr().out.startswith("/real/docker buildx build --cache-from")
+
+
+# --- docker ... compose -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def compose_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
+    from composecache import docker_compose
+    from composecache.compose import frontend
+
+    seen: dict[str, object] = {}
+
+    def run(args: list[str], settings: Settings, output: Output, env: dict[str, str]) -> int:
+        seen["frontend"] = (args, env)
+        return 0
+
+    def exec_replace(argv: list[str], env: dict[str, str]) -> None:
+        seen["exec"] = (argv, env)
+
+    monkeypatch.setattr(frontend, "run", run)
+    monkeypatch.setattr(docker_compose.runner, "exec_replace", exec_replace)
+    monkeypatch.setattr(docker_compose.toolchain, "real_docker", lambda env: Path("/real/docker"))
+    plugins = tmp_path / "config" / "cli-plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "docker-compose").write_text("#!/bin/sh\n")
+    (plugins / "docker-compose").chmod(0o755)
+    seen["config"] = str(tmp_path / "config")
+    return seen
+
+
+def _compose(args: list[str], env: dict[str, str], settings: Settings | None = None) -> None:
+    from composecache import docker_compose
+
+    command = docker_args.classify(args)
+    docker_compose.run(command, args, settings or Settings(cache_dir=Path("/nonexistent")), Output(), env)
+
+
+def test_compose_global_options_become_environment(compose_calls: dict[str, object]) -> None:
+    env = {"DOCKER_CONFIG": str(compose_calls["config"]), "DOCKER_HOST": "unix:///old",
+           "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND": "/usr/bin/docker", "COMPOSECACHE_SHIM": "plugin"}  # fmt: skip
+    _compose(["--context", "remote", "compose", "-p", "x", "up", "--build"], env)
+    args, child_env = compose_calls["frontend"]  # type: ignore[misc]
+    assert args == ["-p", "x", "up", "--build"]
+    assert child_env["DOCKER_CONTEXT"] == "remote"
+    assert "DOCKER_HOST" not in child_env
+    assert "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND" not in child_env
+    assert "COMPOSECACHE_SHIM" not in child_env
+
+
+def test_compose_with_an_option_without_environment_runs_unchanged(
+    compose_calls: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"DOCKER_CONFIG": str(compose_calls["config"])}
+    _compose(["-D", "compose", "up"], env)
+    argv, child_env = compose_calls["exec"]  # type: ignore[misc]
+    assert argv == ["/real/docker", "-D", "compose", "up"]
+    assert child_env["COMPOSECACHE_DISABLE"] == "1"  # the plugin shim must not bring it back
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_compose_from_the_plugin_shim_passes_through_to_the_real_plugin(compose_calls: dict[str, object]) -> None:
+    env = {"COMPOSECACHE_SHIM": "plugin", "COMPOSECACHE_REAL_COMPOSE": "/real/plugin",
+           "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND": "/usr/bin/docker"}  # fmt: skip
+    _compose(["-l", "debug", "compose", "up"], env)
+    argv, child_env = compose_calls["exec"]  # type: ignore[misc]
+    assert argv == ["/real/plugin", "-l", "debug", "compose", "up"]
+    assert child_env == env
+
+
+def test_compose_without_a_compose_plugin_is_left_to_docker(
+    compose_calls: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from composecache import docker_compose
+
+    monkeypatch.setattr(docker_compose.toolchain, "find_plugin", lambda name, env: None)
+    _compose(["compose", "build"], {"DOCKER_CONFIG": str(tmp_path / "empty"), "HOME": str(tmp_path)})
+    argv, _ = compose_calls["exec"]  # type: ignore[misc]
+    assert argv == ["/real/docker", "compose", "build"]
