@@ -224,6 +224,21 @@ def quarantine(layout: Layout, entry: Path, reason: str, name: str | None = None
     return target
 
 
+def quarantine_bad_blob(layout: Layout, problem: ScopeProblem) -> Path | None:
+    """Move the blob a size or content problem blames out of blobs/ (under the store lock).
+
+    BuildKit skips writing a blob that already exists, so a wrong blob left in place would be
+    named by every later export of the same layer, and every such publish dropped: that layer
+    could never be cached again.  Once it is gone, the next export writes it afresh.
+    """
+    if problem.kind not in {WRONG_SIZE, WRONG_DIGEST} or problem.digest is None:
+        return None
+    path = layout.blob(problem.digest.split(":", 1)[1])
+    if not os.path.lexists(path):
+        return None
+    return quarantine(layout, path, str(problem))
+
+
 @dataclass(frozen=True)
 class QuarantineEntry:
     path: Path

@@ -213,6 +213,8 @@ class Store:
             where = f"; moved to {scopes.quarantine(self.layout, scope_dir, str(problem), scope)}"
         except OSError as exc:
             where = f"; could not quarantine it: {describe_os_error(exc)}"
+        with contextlib.suppress(OSError):  # and the blob it blames: no later export would rewrite it
+            scopes.quarantine_bad_blob(self.layout, problem)
         self.notice(f"cache scope {scope!r} is corrupt ({problem} {problem.digest or ''}){where}")
 
     # --- exports ---------------------------------------------------------------------------------
@@ -291,6 +293,10 @@ class Store:
             except scopes.ScopeProblem as problem:
                 # BuildKit skipped a blob that existed when it looked; gc removed it since. Never
                 # publish an index naming a missing blob: this export is dropped, the next one heals.
+                # A blob of the wrong size is moved away, or no later export could ever heal it.
+                with contextlib.suppress(OSError):
+                    if scopes.quarantine_bad_blob(self.layout, problem) is not None:
+                        self.notice(f"cache blob {problem.digest} is corrupt ({problem.detail}): quarantined")
                 return PublishOutcome(scope, False, f"dropped: {problem.detail} ({problem.digest})", manifest.digest)
             self._make_scope_dir(scope_dir, scope)
             scopes.write_index(scope_dir, manifest)

@@ -137,14 +137,20 @@ def _recheck(layout: Layout, walk: _Walk) -> None:
                 del walk.bad_blobs[digest]
 
 
+def _blamed_blobs(walk: _Walk) -> set[str]:
+    """Blobs a broken scope's problem names (a wrong size found by the scope check)."""
+    return {p.digest for p in walk.broken.values() if p.digest and p.kind in {scopes.WRONG_SIZE, scopes.WRONG_DIGEST}}
+
+
 def _problems(walk: _Walk) -> list[Problem]:
     problems = [
         Problem(scopes.display_name(scope_dir), problem.digest, problem.kind, problem.detail)
         for scope_dir, problem in sorted(walk.broken.items())
     ]
+    blamed = _blamed_blobs(walk)
     for digest, problem in sorted(walk.bad_blobs.items()):
         users = [scope_dir for scope_dir, refs in sorted(walk.refs.items()) if digest in refs]
-        if not users:
+        if not users and digest not in blamed:  # a blob a broken scope names is reported with it
             problems.append(Problem(None, digest, problem.kind, f"{problem.detail} (no scope uses it)"))
         for scope_dir in users:
             problems.append(Problem(scopes.display_name(scope_dir), digest, problem.kind, problem.detail))
@@ -155,6 +161,12 @@ def _quarantine(layout: Layout, walk: _Walk, report: VerifyReport) -> None:
     for digest, problem in walk.bad_blobs.items():
         with contextlib.suppress(OSError):
             report.quarantined.append(scopes.quarantine(layout, layout.blob(digest.split(":", 1)[1]), str(problem)))
+    for problem in walk.broken.values():  # a wrong-size blob too: left in place, no export would rewrite it
+        if problem.digest not in walk.bad_blobs:
+            with contextlib.suppress(OSError):
+                moved = scopes.quarantine_bad_blob(layout, problem)
+                if moved is not None:
+                    report.quarantined.append(moved)
     doomed = set(walk.broken) | {d for d, refs in walk.refs.items() if refs & set(walk.bad_blobs)}
     for scope_dir in sorted(doomed):
         reason = str(walk.broken.get(scope_dir) or "uses a corrupt blob")
