@@ -130,8 +130,12 @@ def rewritten_argv(docker: Path, command: DockerCommand, slot: CacheSlot, *, loa
 
 def _probe_env(command: DockerCommand, env: Mapping[str, str]) -> dict[str, str]:
     """The environment for finding plugins: `--config DIR` moves the plugin directory too."""
-    changes = docker_args.global_options_env(command.global_args) or {}
-    config = changes.get("DOCKER_CONFIG")
+    config = None
+    for i, arg in enumerate(command.global_args):
+        if arg == "--config" and i + 1 < len(command.global_args):
+            config = command.global_args[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.partition("=")[2]
     return {**env, "DOCKER_CONFIG": config} if config else dict(env)
 
 

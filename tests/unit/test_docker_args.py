@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -361,6 +362,9 @@ class _FakeCachedBuild:
     def publish_ready(self) -> None:
         pass
 
+    def run_with_recovery(self, run: Callable[[], int]) -> int:
+        return run()
+
     def finish(self, *, summary: bool = True) -> None:
         self.finished = True
 
@@ -555,3 +559,18 @@ def test_compose_without_a_compose_plugin_is_left_to_docker(
     _compose(["compose", "build"], {"DOCKER_CONFIG": str(tmp_path / "empty"), "HOME": str(tmp_path)})
     argv, _ = compose_calls["exec"]  # type: ignore[misc]
     assert argv == ["/real/docker", "compose", "build"]
+
+
+def test_config_option_moves_the_plugin_directory_for_the_buildx_check(
+    fake_run: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_configs: list[str | None] = []
+
+    def buildx_available(env: dict[str, str]) -> bool:
+        seen_configs.append(env.get("DOCKER_CONFIG"))
+        return True
+
+    monkeypatch.setattr(docker_build.toolchain, "buildx_available", buildx_available)
+    docker_build.main(["-D", "--config", "/cfg", "build", "."], _settings(tmp_path), Output())
+    docker_build.main(["--config=/cfg2", "build", "."], _settings(tmp_path), Output())
+    assert seen_configs == ["/cfg", "/cfg2"]
