@@ -8,7 +8,7 @@ line and the build goes on without (that part of) the cache.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from composecache.errors import CacheUnavailable
@@ -119,6 +119,48 @@ class CachedBuild:
                 self._warn_once(f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export")
                 slot.export_note = "export failed to start"
         return self.slots
+
+    def run_with_recovery(self, run: Callable[[], int]) -> int:
+        """Run the build; once more without any import that a failed run proved corrupt.
+
+        `run` must build its arguments from the slots each time it is called.  Only an ordinary
+        failure is looked into (an interrupted or killed build is not run again).
+        """
+        status = run()
+        if 0 < status < 128 and self.drop_corrupt_imports():
+            status = run()
+        return status
+
+    def drop_corrupt_imports(self) -> bool:
+        """After a failed build: re-hash what it imported; True when an import was corrupt.
+
+        BuildKit fails a build that pulls a layer whose content does not match its digest; a
+        build without the cache would have succeeded.  The store quarantines what is corrupt
+        and the import is dropped from its slot, so the caller can build again without it.
+        """
+        if self.store is None:
+            return False
+        checked: dict[str, list[str]] = {}
+        for slot in self.slots.values():
+            for spec in list(slot.imports):
+                if spec.digest not in checked:
+                    try:
+                        checked[spec.digest] = self.store.recheck_import(spec)
+                    except (CacheUnavailable, OSError) as exc:
+                        self.output.debug(f"could not re-check the import of {spec.scope}: {_reason(exc)}")
+                        checked[spec.digest] = []
+                bad = checked[spec.digest]
+                if not bad:
+                    continue
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                moved = "quarantined it" if self.store.writable else "the cache is read-only"
+                self._warn_once(f"cache scope {spec.scope} holds a corrupt blob ({bad[0]}{more}) that failed the "
+                                f"build; {moved}; building again without importing it")  # fmt: skip
+                slot.imports.remove(spec)
+                slot.cache_from.remove(spec.cache_from)
+                slot.imported_from.remove(spec.scope)
+                self.store.release_import(spec)
+        return any(checked.values())
 
     def imported_digests(self) -> list[str]:
         """The digest of every cache manifest this build imports, each once (for seeding)."""

@@ -110,9 +110,16 @@ def build_with_cache(
         print(shlex.join(argv), file=sys.stdout)
         cached.finish(summary=not quiet)
         return 0
-    output.debug(f"running {shlex.join(argv)}")
-    try:
+
+    def run_build() -> int:  # from the slot each time: a retry drops corrupt imports
+        argv = rewritten_argv(docker, command, slot, load=load)
+        output.debug(f"running {shlex.join(argv)}")
         return runner.run_foreground(argv, env, on_tick=cached.publish_ready)
+
+    try:
+        if "-" in (build.context, build.dockerfile):
+            return run_build()  # stdin can be read only once: no second run
+        return cached.run_with_recovery(run_build)
     finally:
         cached.finish(summary=not quiet)
 

@@ -78,14 +78,20 @@ def run(
         fd = os.open(model_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(config_yaml)
-        bake = [str(tools.docker), "buildx", "bake", "-f", str(model_file), "--load",
-                *set_flags(model, build, services), *_entitlements(tools, settings, env), *services]  # fmt: skip
+        entitlements = _entitlements(tools, settings, env)
+
+        def bake_argv() -> list[str]:  # from the slots each time: a retry drops corrupt imports
+            return [str(tools.docker), "buildx", "bake", "-f", str(model_file), "--load",
+                    *set_flags(model, build, services), *entitlements, *services]  # fmt: skip
+
         if settings.dry_run:
-            print(" ".join(bake))
+            print(" ".join(bake_argv()))
             build.finish(summary=False)
             return 0
         try:
-            status = runner.run_foreground(bake, env, on_tick=build.publish_ready, cwd=files.project_dir)
+            status = build.run_with_recovery(
+                lambda: runner.run_foreground(bake_argv(), env, on_tick=build.publish_ready, cwd=files.project_dir)
+            )
         finally:
             build.finish(summary=not settings.quiet)
     if status != 0 or parsed.subcommand == "build":

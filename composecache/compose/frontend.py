@@ -92,18 +92,22 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         dryrun.render(output, diffs, argv, plan.env, notes, document)
         return 1 if invalid else 0
 
-    with override.OverrideFile(document) as override_file:
-        argv = [*compose, *parsed.argv(files=[*files.files, str(override_file.path)])]
-        child_env = {**env, **plan.env}
-        layout = build.store.layout if build.store is not None else None
-        seeder = seeding.seed_imports(layout, build.imported_digests(), located, env, output)
-        output.debug(f"running {' '.join(argv)}")
-        try:
+    child_env = {**env, **plan.env}
+
+    def run_compose() -> int:  # the override is made from the slots each time (a retry drops imports)
+        with override.OverrideFile(override.override_document(slots)) as override_file:
+            argv = [*compose, *parsed.argv(files=[*files.files, str(override_file.path)])]
+            output.debug(f"running {' '.join(argv)}")
             return runner.run_foreground(argv, child_env, on_tick=build.publish_ready)
-        finally:
-            build.finish(summary=not settings.quiet)
-            if seeder is not None:
-                seeder.release()
+
+    layout = build.store.layout if build.store is not None else None
+    seeder = seeding.seed_imports(layout, build.imported_digests(), located, env, output)
+    try:
+        return build.run_with_recovery(run_compose)
+    finally:
+        build.finish(summary=not settings.quiet)
+        if seeder is not None:
+            seeder.release()
 
 
 def _probe(env: Mapping[str, str]) -> toolchain.Toolchain | None:

@@ -207,6 +207,52 @@ class Store:
         if spec is not None and spec.lease is not None:
             release_lease(spec.lease)
 
+    def recheck_import(self, spec: ImportSpec) -> list[str]:
+        """Re-hash every blob `spec` imports; the digests whose content is wrong or gone.
+
+        An import checks sizes only (hashing costs about 5 s per GB), but BuildKit verifies each
+        layer it pulls and FAILS the build on a mismatch ("unexpected commit digest"), where the
+        same build without the cache succeeds.  So a front-end calls this after a failed build:
+        what is corrupt is quarantined (with the scope, if it still names this manifest), and the
+        caller builds again without this import.
+        """
+        manifest_path = self.layout.blob(spec.digest.split(":", 1)[1])
+        try:
+            data = read_small_file(manifest_path)
+        except FileNotFoundError:
+            data = b""
+        references: list[oci.Descriptor] = []
+        bad = []
+        if oci.sha256_digest(data) != spec.digest:
+            bad.append(spec.digest)
+        else:
+            with contextlib.suppress(oci.OciError):
+                references = oci.manifest_references(data)
+        for descriptor in references:
+            try:
+                if scopes.hash_file(self.layout.blob(descriptor.hex)) != descriptor.digest:
+                    bad.append(descriptor.digest)
+            except FileNotFoundError:
+                bad.append(descriptor.digest)
+        if bad and self.writable:
+            with self.locked():
+                self._quarantine_corrupt_import(spec, bad)
+        return bad
+
+    def _quarantine_corrupt_import(self, spec: ImportSpec, bad: list[str]) -> None:
+        for digest in bad:
+            blob = self.layout.blob(digest.split(":", 1)[1])
+            if os.path.lexists(blob):
+                scopes.quarantine(self.layout, blob, f"{scopes.WRONG_DIGEST}: failed a build that imported it")
+        scope_dir = self.layout.scope_dir(spec.scope)
+        try:
+            current = oci.select_cache_manifest(read_small_file(scope_dir / scopes.INDEX)).digest
+        except (OSError, ValueError):
+            return  # republished or gone meanwhile: nothing of this import left to move
+        if current == spec.digest:
+            reason = f"{scopes.WRONG_DIGEST}: uses corrupt blob {bad[0]}"
+            scopes.quarantine(self.layout, scope_dir, reason, spec.scope)
+
     def _quarantine_scope(self, scope_dir: Path, scope: str, problem: scopes.ScopeProblem) -> None:
         where = ""
         try:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
 import pytest
 
+from composecache.cached_build import CachedBuild, CacheRequest
+from composecache.output import Output
+from composecache.settings import Settings
 from composecache.store import Store, scopes
 from tests.unit.store_fakes import fake_export, publish_layers
 
@@ -55,3 +59,57 @@ def test_verify_reports_a_truncated_blob_once_and_quarantines_it(store: Store) -
     assert len(report.quarantined) == 2  # the scope and the blob
     assert not _blob(store, b"a layer of some size").exists()
     assert store.verify(deep=True).sound
+
+
+def _corrupt_same_size(path: Path) -> None:
+    data = path.read_bytes()
+    os.chmod(path, 0o644)
+    path.write_bytes(data.upper() if data.upper() != data else data.lower())
+
+
+def test_recheck_import_finds_same_size_corruption_and_quarantines_it(store: Store) -> None:
+    publish_layers(store, "api", [b"layer one", b"layer two"])
+    spec = store.prepare_import("api")
+    assert spec is not None
+    assert store.recheck_import(spec) == []
+    _corrupt_same_size(_blob(store, b"layer two"))
+    assert store.recheck_import(spec) == ["sha256:" + hashlib.sha256(b"layer two").hexdigest()]
+    assert not _blob(store, b"layer two").exists()
+    assert not store.scope_exists("api")
+    assert store.verify(deep=True).sound
+
+
+def _cached_build(tmp_path: Path) -> tuple[CachedBuild, io.StringIO]:
+    stream = io.StringIO()
+    build = CachedBuild(Settings(cache_dir=tmp_path / "cache"), Output(stream=stream))
+    build.prepare([CacheRequest("api", "api", ("api",))])
+    return build, stream
+
+
+def test_a_build_failed_by_a_corrupt_import_runs_again_without_it(tmp_path: Path) -> None:
+    publish_layers(Store.open(tmp_path / "cache"), "api", [b"layer one"])
+    build, stream = _cached_build(tmp_path)
+    _corrupt_same_size(_blob(build.store, b"layer one"))  # type: ignore[arg-type]
+    runs: list[list[str]] = []
+
+    def run() -> int:
+        runs.append(list(build.slots["api"].cache_from))
+        return 17 if len(runs) == 1 else 0
+
+    assert build.run_with_recovery(run) == 0
+    assert len(runs) == 2 and runs[0] and runs[1] == []
+    build.finish(summary=False)
+    assert stream.getvalue().count("warning:") == 1 and "corrupt blob" in stream.getvalue()
+
+
+@pytest.mark.parametrize("status", [1, 130])
+def test_a_failed_build_with_sound_imports_or_an_interrupt_runs_once(tmp_path: Path, status: int) -> None:
+    publish_layers(Store.open(tmp_path / "cache"), "api", [b"layer one"])
+    build, stream = _cached_build(tmp_path)
+    if status == 130:  # interrupted: never looked into, never run again, even with a corrupt import
+        _corrupt_same_size(_blob(build.store, b"layer one"))  # type: ignore[arg-type]
+    runs: list[int] = []
+    assert build.run_with_recovery(lambda: runs.append(1) or status) == status
+    assert runs == [1]
+    build.finish(summary=False)
+    assert "warning" not in stream.getvalue()
