@@ -28,7 +28,7 @@ from composecache.store import scopes
 from composecache.store.layout import Layout
 from composecache.store.naming import is_safe_dirname, safe_dirname
 from composecache.store.roots import BlobFile, Progress, Roots, blob_files, collect_roots, reclaim_dead
-from composecache.store.safefs import remove_tree
+from composecache.store.safefs import TEMP_NAME_RE, remove_tree
 
 CLOCK_SLACK_S = 2.0  # blob mtimes and lock mtimes come from the same clock; allow coarse timestamps
 
@@ -95,6 +95,12 @@ def _tidy_scopes(layout: Layout, roots: Roots, report: GcReport) -> None:
     for scope_dir in roots.empty_scopes:  # a publish that died between mkdir and its index
         with contextlib.suppress(OSError):
             remove_tree(scope_dir)
+    for scope_ref in roots.scope_refs:  # a publish killed between its temp file and the rename
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(scope_ref.path):
+                # Every write into a scope happens under the store lock, which gc holds: no live writer.
+                if TEMP_NAME_RE.match(entry):
+                    os.unlink(scope_ref.path / entry)
 
 
 def _expire_quarantine(layout: Layout, cutoff: float, report: GcReport) -> None:

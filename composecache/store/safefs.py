@@ -16,6 +16,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -24,6 +25,9 @@ from typing import Any
 DIR_MODE = 0o2775
 FILE_MODE = 0o664
 SMALL_FILE_LIMIT = 16 * 1024 * 1024  # no index or manifest we read is anywhere near this
+
+# The temp files atomic_write_bytes makes beside a target (one is left when its writer is killed).
+TEMP_NAME_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 # errno values meaning "this store is readable but we may not write to it".
 NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})

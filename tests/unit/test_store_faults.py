@@ -113,3 +113,13 @@ def test_a_failed_build_with_sound_imports_or_an_interrupt_runs_once(tmp_path: P
     assert runs == [1]
     build.finish(summary=False)
     assert "warning" not in stream.getvalue()
+
+
+def test_gc_removes_the_temporary_index_of_a_killed_publish(store: Store) -> None:
+    publish_layers(store, "api", [b"layer one"])
+    scope_dir = store.layout.scope_dir("api")
+    (scope_dir / ".index.json.0123456789ab.tmp").write_text("{}")
+    (scope_dir / ".scope.json.ba9876543210.tmp").write_text("{}")
+    store.gc(grace_s=3600)
+    assert sorted(p.name for p in scope_dir.iterdir()) == ["blobs", "index.json", "oci-layout", "scope.json"]
+    assert store.prepare_import("api") is not None
