@@ -183,7 +183,9 @@ class CachedBuild:
             return
         if outcome.published or slot.outcome is None or not slot.outcome.published:
             slot.outcome = outcome
-        if not outcome.published:
+        if outcome.failed:
+            self._warn_once(f"{slot.request.key}: cache export {outcome.reason}")
+        elif not outcome.published:
             self.output.debug(f"{slot.request.key}: export not published: {outcome.reason}")
 
     def finish(self, *, summary: bool = True) -> None:
@@ -196,6 +198,10 @@ class CachedBuild:
             if slot.staging is None:
                 continue
             self._publish(slot, keep=True)
+            if slot.outcome is None and slot.staging.export_incomplete():
+                self._warn_once(f"{slot.request.key}: the cache export did not complete (see the build log); "
+                                "nothing was published")  # fmt: skip
+                slot.export_note = "export incomplete"
             try:
                 self.store.discard(slot.staging)
             except (CacheUnavailable, OSError) as exc:

@@ -60,6 +60,19 @@ class Staging:
         except (OSError, ValueError):
             return None
 
+    def export_incomplete(self) -> bool:
+        """BuildKit began an export here (its ingest/) but left no usable index.json: it failed.
+
+        With ignore-error=true a failed export (a full disk, say) does not fail the build and
+        leaves only this trace; a service that was not built leaves nothing but our blobs link.
+        """
+        if self.staged_manifest() is not None:
+            return False
+        try:
+            return any(entry != "blobs" for entry in os.listdir(self.path))
+        except OSError:
+            return False
+
     def has_new_export(self) -> bool:
         """index.json is present and points somewhere new since the last publish."""
         staged = self.staged_manifest()

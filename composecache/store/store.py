@@ -69,6 +69,7 @@ class PublishOutcome:
     published: bool
     reason: str
     digest: str | None = None
+    failed: bool = False  # the store could not be written (not merely "nothing to publish")
 
 
 class Store:
@@ -311,7 +312,7 @@ class Store:
             outcome = self._publish(staging)
         except (OSError, ValueError, ComposecacheError) as exc:
             reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
-            outcome = PublishOutcome(staging.scope, False, f"not published: {reason}")
+            outcome = PublishOutcome(staging.scope, False, f"not published: {reason}", failed=True)
         finally:
             if not keep:
                 self.discard(staging)

@@ -123,3 +123,34 @@ def test_gc_removes_the_temporary_index_of_a_killed_publish(store: Store) -> Non
     store.gc(grace_s=3600)
     assert sorted(p.name for p in scope_dir.iterdir()) == ["blobs", "index.json", "oci-layout", "scope.json"]
     assert store.prepare_import("api") is not None
+
+
+def _exporting_build(tmp_path: Path) -> tuple[CachedBuild, io.StringIO]:
+    build, stream = _cached_build(tmp_path)
+    assert build.slots["api"].staging is not None
+    return build, stream
+
+
+def test_an_export_that_did_not_complete_is_one_warning(tmp_path: Path) -> None:
+    build, stream = _exporting_build(tmp_path)
+    staging = build.slots["api"].staging
+    assert staging is not None and not staging.export_incomplete()
+    (staging.path / "ingest" / "0123").mkdir(parents=True)  # what a full disk leaves: a partial blob
+    (staging.path / "ingest" / "0123" / "data").write_bytes(b"partial")
+    assert staging.export_incomplete()
+    build.finish()
+    out = stream.getvalue()
+    assert out.count("warning:") == 1 and "did not complete" in out
+    assert "api: scope api: cold (nothing to import); not exported (export incomplete)" in out
+
+
+def test_a_publish_the_store_refuses_is_one_warning(tmp_path: Path) -> None:
+    build, stream = _exporting_build(tmp_path)
+    staging = build.slots["api"].staging
+    assert staging is not None
+    fake_export(staging, [b"layer one"])
+    assert build.store is not None
+    os.rename(build.store.layout.locks, tmp_path / "locks-gone")  # the store vanished under the build
+    build.finish()
+    out = stream.getvalue()
+    assert out.count("warning:") == 1 and "api: cache export not published" in out, out
