@@ -9,9 +9,11 @@ import pytest
 from tests.e2e import harness
 from tests.e2e.shims import notices, scenario_copy, shimmed
 
+# One tag per scenario: re-tagging an image while a build unpacks layers it shares can race with the
+# containerd image store's garbage collection (`parent snapshot ... does not exist`), seen once here.
 BUILD_COMMANDS = {
     "docker-build": ["docker", "build", "--network", "none", "-t", "x", "."],
-    "buildx-build": ["docker", "buildx", "build", "--network", "none", "-t", "x", "."],
+    "buildx-build": ["docker", "buildx", "build", "--network", "none", "-t", "y", "."],
     "image-build": ["docker", "image", "build", "--network", "none", "."],  # no -t: the Dockerfile is the scope
 }
 
