@@ -10,7 +10,8 @@ from tests.e2e import harness
 from tests.e2e.shims import notices, scenario_copy, shimmed
 
 # One tag per scenario: re-tagging an image while a build unpacks layers it shares can race with the
-# containerd image store's garbage collection (`parent snapshot ... does not exist`), seen once here.
+# containerd image store's garbage collection (`failed to prepare extraction snapshot ... parent
+# snapshot ... does not exist`, seen once here; upstream moby/buildkit#6521, containerd/containerd#10835).
 BUILD_COMMANDS = {
     "docker-build": ["docker", "build", "--network", "none", "-t", "x", "."],
     "buildx-build": ["docker", "buildx", "build", "--network", "none", "-t", "y", "."],
