@@ -30,7 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import overhead, report
-from bench.harness import IMAGES, PYTHON, REPO, Bench, BenchError, Timed, machine, run_steps, store_stats, tool_versions
+from bench.harness import (
+    IMAGES,
+    PYTHON,
+    REPO,
+    Bench,
+    BenchError,
+    Timed,
+    machine,
+    phases,
+    run_steps,
+    store_stats,
+    tool_versions,
+)
 
 RESULTS = REPO / "bench" / "results"
 
@@ -53,7 +65,8 @@ def warm_new_session(bench: Bench, label: str, seed: bool) -> tuple[Timed, dict[
         if running != len(IMAGES):
             raise BenchError(f"{label}: {running} of {len(IMAGES)} services running after up")
         seeded = [line for line in timed.output.splitlines() if "seeded" in line]
-        return timed, {"cached_steps": cached, "run_steps": total, "seed_line": seeded[-1] if seeded else None}
+        return timed, {"cached_steps": cached, "run_steps": total, "seed_line": seeded[-1] if seeded else None,
+                       "phases": phases(timed.log)}
     finally:
         bench.stop(session)
 
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         results["tools"] = tool_versions(a)
         cold = bench.composecache_up(a, "cold")
         cached, total = run_steps(cold.output)
-        results["cold"] = {**summary([cold]), "cached_steps": cached, "run_steps": total}
+        results["cold"] = {**summary([cold]), "cached_steps": cached, "run_steps": total, "phases": phases(cold.log)}
         results["store"] = store_stats(bench.cache_dir())
         step(f"cold {cold.seconds:.1f}s ({total} RUN steps, {cached} cached)")
         images_tar = bench.work / "images.tar"

@@ -224,3 +224,30 @@ def store_stats(cache: Path) -> dict[str, object]:
         return stats
     except ValueError:
         return {"error": result.stderr.strip()[-300:]}
+
+
+STAMP = re.compile(r"^\[\s*([\d.]+)\] (.*)$")
+PHASE_MARKERS = (
+    ("seeded", re.compile(r"composecache: debug: seeded ")),
+    ("compose_started", re.compile(r"composecache: debug: running ")),
+    ("first_step_cached", re.compile(r"^#\d+ CACHED$")),
+    ("last_step_cached", re.compile(r"^#\d+ CACHED$")),
+    ("images_exported", re.compile(r"^#\d+ (naming|unpacking) to .* done$")),
+    ("layers_extracted", re.compile(r"^#\d+ extracting sha256:\S+ [\d.]+s done$")),
+    ("cache_exported", re.compile(r"^#\d+ writing cache manifest ")),
+    ("containers_started", re.compile(r"Container \S+\s+Started")),
+)
+
+
+def phases(log: Path) -> dict[str, float]:
+    """When (seconds since start) each phase of a timestamped `up --build` log was last (or first) seen."""
+    found: dict[str, float] = {}
+    for raw in log.read_text(errors="replace").splitlines():
+        match = STAMP.match(raw)
+        if not match:
+            continue
+        seconds, line = float(match.group(1)), match.group(2)
+        for name, pattern in PHASE_MARKERS:
+            if pattern.search(line) and (name not in found or not name.startswith("first")):
+                found[name] = seconds
+    return found

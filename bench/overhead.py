@@ -15,11 +15,12 @@ import re
 import statistics
 import subprocess
 import time
-from typing import Any
-
-import sandboxlib
+from typing import TYPE_CHECKING, Any
 
 from bench.harness import PROJECT, PYTHON, Bench
+
+if TYPE_CHECKING:
+    import sandboxlib
 
 UP = ["up", "--build", "-d"]
 

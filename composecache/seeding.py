@@ -158,7 +158,12 @@ def _store_from_info(info: dict[str, object], env: Mapping[str, str], ctr: Path)
             raise SeedUnavailable(f"{address} is not a socket composecache may use")
     except OSError as exc:
         raise SeedUnavailable(f"cannot reach {address}: {exc.strerror}") from exc
-    blobs = content_root / CONTENT_DIR / "blobs" / "sha256"
+    content = content_root / CONTENT_DIR
+    blobs = content / "blobs" / "sha256"
+    if (content_root / "io.containerd.metadata.v1.bolt").is_dir() and not blobs.exists():
+        # A fresh daemon has no content directory yet: containerd makes it (0755) at its first commit.
+        with contextlib.suppress(OSError):
+            os.makedirs(blobs, mode=0o755, exist_ok=True)
     writable = blobs.is_dir() and os.access(blobs, os.W_OK | os.X_OK)
     return DaemonStore(address=address, namespace=namespace, ctr=ctr, content_blobs=blobs if writable else None)
 
