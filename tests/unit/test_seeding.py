@@ -167,8 +167,9 @@ def test_store_from_info_uses_the_address_docker_info_gives(tmp_path: Path) -> N
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(sock_path))
     try:
-        blobs = tmp_path / "root" / "containerd" / "daemon" / seeding.CONTENT_DIR / "blobs" / "sha256"
-        blobs.mkdir(parents=True)
+        daemon_root = tmp_path / "root" / "containerd" / "daemon"
+        (daemon_root / "io.containerd.metadata.v1.bolt").mkdir(parents=True)  # a fresh daemon: no content dir yet
+        blobs = daemon_root / seeding.CONTENT_DIR / "blobs" / "sha256"
         info = {"DockerRootDir": str(tmp_path / "root"),
                 "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
                 "Containerd": {"Address": str(sock_path), "Namespaces": {"Containers": "moby"}}}  # fmt: skip
