@@ -68,6 +68,7 @@ class CachedBuild:
                 namespace=self.settings.namespace,
                 read_only=self.settings.read_only or self.settings.dry_run,
                 on_notice=self._warn_once,
+                on_wait=self.output.info,  # contention (gc, a publish) is no cache problem: not a warning
             )
         except (CacheUnavailable, OSError) as exc:
             if self.settings.dry_run and not self.settings.cache_dir.exists():

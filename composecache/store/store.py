@@ -84,6 +84,7 @@ class Store:
         on_notice: Notice | None,
         lock_timeout: float,
         warnings: list[str],
+        on_wait: Notice | None = None,
     ) -> None:
         self.layout = layout
         self.writable = writable
@@ -91,6 +92,7 @@ class Store:
         self.lock_timeout = lock_timeout
         self.warnings = warnings
         self._on_notice = on_notice
+        self._on_wait = on_wait  # "waiting for the lock": contention, not a problem (default: on_notice)
 
     @classmethod
     def open(
@@ -101,6 +103,7 @@ class Store:
         *,
         on_notice: Notice | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+        on_wait: Notice | None = None,
     ) -> Store:
         """Open (creating when writable) the store at `root`; CacheUnavailable if it is unusable.
 
@@ -126,6 +129,7 @@ class Store:
             on_notice=on_notice,
             lock_timeout=lock_timeout,
             warnings=layout_mod.warnings_for(layout),
+            on_wait=on_wait,
         )
 
     @property
@@ -149,7 +153,8 @@ class Store:
     def locked(self, *, wait_forever: bool = False) -> Iterator[HeldLock]:
         """The store lock (build paths give up after lock_timeout; maintenance waits)."""
         wait = None if wait_forever else self.lock_timeout
-        with acquire(self.layout.store_lock, timeout=wait, on_wait=self.notice, what="cache store lock") as held:
+        on_wait = self._on_wait or self.notice
+        with acquire(self.layout.store_lock, timeout=wait, on_wait=on_wait, what="cache store lock") as held:
             yield held
 
     # --- imports ---------------------------------------------------------------------------------

@@ -154,3 +154,14 @@ def test_a_publish_the_store_refuses_is_one_warning(tmp_path: Path) -> None:
     build.finish()
     out = stream.getvalue()
     assert out.count("warning:") == 1 and "api: cache export not published" in out, out
+
+
+def test_waiting_for_the_store_lock_is_information_not_a_warning(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "cache")
+    build, stream = _cached_build(tmp_path)
+    with store.locked():  # gc, say, holds it
+        assert build.store is not None
+        build.store.lock_timeout = 0.2
+        build.prepare([CacheRequest("web", "web", ("api",))])
+    out = stream.getvalue()
+    assert "waiting for the cache store lock" in out and "warning: waiting" not in out, out
