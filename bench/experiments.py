@@ -92,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         bench.stop(session)
                     cached, total = run_steps(timed.output)
-                    run = {"seeded": seed, "seconds": round(timed.seconds, 2), "cached_steps": cached,
-                           "run_steps": total, "phases": phases(timed.log), "load_avg": round(timed.load_before, 1)}
+                    run = {
+                        "seeded": seed,
+                        "seconds": round(timed.seconds, 2),
+                        "cached_steps": cached,
+                        "run_steps": total,
+                        "phases": phases(timed.log),
+                        "load_avg": round(timed.load_before, 1),
+                    }
                     results["variants"][name]["runs"].append(run)
                     say(f"{label}: {timed.seconds:.1f}s ({cached}/{total} cached)")
     for entry in results["variants"].values():

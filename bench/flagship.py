@@ -65,8 +65,12 @@ def warm_new_session(bench: Bench, label: str, seed: bool) -> tuple[Timed, dict[
         if running != len(IMAGES):
             raise BenchError(f"{label}: {running} of {len(IMAGES)} services running after up")
         seeded = [line for line in timed.output.splitlines() if "seeded" in line]
-        return timed, {"cached_steps": cached, "run_steps": total, "seed_line": seeded[-1] if seeded else None,
-                       "phases": phases(timed.log)}
+        return timed, {
+            "cached_steps": cached,
+            "run_steps": total,
+            "seed_line": seeded[-1] if seeded else None,
+            "phases": phases(timed.log),
+        }
     finally:
         bench.stop(session)
 

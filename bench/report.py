@@ -113,12 +113,19 @@ def markdown(results: dict[str, Any]) -> str:
         f"{ok[t['warm_new_session_at_most_0.8x_tarball']]} |",
         f"| overhead < 150 ms | {_fmt(results['overhead_ms'], ' ms')} | {ok[t['overhead_under_150ms']]} |",
         "",
-        "Runs (seconds): cold " + ", ".join(map(str, results["cold"]["runs_s"]))
-        + "; warm new session seeded " + ", ".join(map(str, results["warm_new_session"]["seeded"]["runs_s"]))
-        + "; unseeded " + ", ".join(map(str, results["warm_new_session"]["unseeded"]["runs_s"]))
-        + "; same session " + ", ".join(map(str, results["warm_same_session"]["runs_s"]))
-        + "; tarball load " + ", ".join(map(str, results["tarball"]["load_runs_s"]))
-        + " + up " + ", ".join(map(str, results["tarball"]["up_runs_s"])) + ".",
+        "Runs (seconds): cold "
+        + ", ".join(map(str, results["cold"]["runs_s"]))
+        + "; warm new session seeded "
+        + ", ".join(map(str, results["warm_new_session"]["seeded"]["runs_s"]))
+        + "; unseeded "
+        + ", ".join(map(str, results["warm_new_session"]["unseeded"]["runs_s"]))
+        + "; same session "
+        + ", ".join(map(str, results["warm_same_session"]["runs_s"]))
+        + "; tarball load "
+        + ", ".join(map(str, results["tarball"]["load_runs_s"]))
+        + " + up "
+        + ", ".join(map(str, results["tarball"]["up_runs_s"]))
+        + ".",
         "",
         "![flagship benchmark](latest.png)",
         "",
