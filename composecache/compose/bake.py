@@ -37,6 +37,14 @@ def image_name(model: ProjectModel, service: str) -> str:
     return image if image else f"{model.name}-{service}"
 
 
+def bake_target(service: str) -> str:
+    """The bake target bake makes of a compose service: `.` becomes `_` (buildx 0.13.1 and 0.29.1).
+
+    `--set web.v2.tags=...` would name target `web`; a service `..` would be target `` (measured).
+    """
+    return service.replace(".", "_")
+
+
 def set_flags(model: ProjectModel, build: CachedBuild, services: list[str]) -> list[str]:
     flags = []
     for service in services:
@@ -45,10 +53,11 @@ def set_flags(model: ProjectModel, build: CachedBuild, services: list[str]) -> l
         slot = build.slots.get(service)
         cache_from = own_from + (slot.cache_from if slot else [])
         cache_to = own_to + ([slot.cache_to] if slot and slot.cache_to else [])
-        flags += ["--set", f"{service}.tags={image_name(model, service)}"]
+        target = bake_target(service)
+        flags += ["--set", f"{target}.tags={image_name(model, service)}"]
         # Repeating --set for a list key appends to it (buildx parseOverrides).
-        flags += [arg for spec in cache_from for arg in ("--set", f"{service}.cache-from={spec}")]
-        flags += [arg for spec in cache_to for arg in ("--set", f"{service}.cache-to={spec}")]
+        flags += [arg for spec in cache_from for arg in ("--set", f"{target}.cache-from={spec}")]
+        flags += [arg for spec in cache_to for arg in ("--set", f"{target}.cache-to={spec}")]
     return flags
 
 
@@ -81,8 +90,9 @@ def run(
         entitlements = _entitlements(tools, settings, env)
 
         def bake_argv() -> list[str]:  # from the slots each time: a retry drops corrupt imports
+            # `--` before the targets: a service may be named `-x` or `--print`.
             return [str(tools.docker), "buildx", "bake", "-f", str(model_file), "--load",
-                    *set_flags(model, build, services), *entitlements, *services]  # fmt: skip
+                    *set_flags(model, build, services), *entitlements, "--", *map(bake_target, services)]  # fmt: skip
 
         if settings.dry_run:
             print(" ".join(bake_argv()))
