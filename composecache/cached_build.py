@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from composecache.errors import CacheUnavailable
-from composecache.output import Output
+from composecache.output import Output, printable
 from composecache.settings import Settings
 from composecache.store import ImportSpec, PublishOutcome, Staging, Store
 from composecache.store.layout import Layout
@@ -226,7 +226,8 @@ class CachedBuild:
                 exported = f"not exported ({slot.export_note})"
             else:
                 exported = "nothing exported (not built)"
-            lines.append(f"{slot.request.key}: scope {slot.request.export_scope}: {imported}; {exported}")
+            line = f"{slot.request.key}: scope {slot.request.export_scope}: {imported}; {exported}"
+            lines.append(printable(line))  # one line, whatever the names hold
         return lines
 
 

@@ -7,10 +7,30 @@ Colour only on a terminal and never with NO_COLOR.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TextIO
 
 PREFIX = "composecache"
+# C0/C1 controls (ESC, CR, BEL, ...) and the Unicode bidi controls (U+202E turns text around).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with control characters shown as escapes (`\\x1b`, `\\u202e`).
+
+    Scope names come from compose files, branch names and, in the shared store, from other
+    sessions: a name must not be able to drive the terminal it is shown on (an escape
+    sequence, a carriage return that overwrites the line, a right-to-left override).
+    """
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if keep_newlines and char in "\n\t":
+            return char
+        return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+    return _CONTROL.sub(escape, text)
 
 
 def color_enabled(stream: TextIO, env: dict[str, str] | None = None) -> bool:
@@ -31,6 +51,7 @@ class Output:
         self.color = color_enabled(self.stream)
 
     def _emit(self, text: str, style: str | None = None) -> None:
+        text = printable(text, keep_newlines=True)  # ours are one line each; compose's errors may not be
         if self.color and style:
             text = f"\x1b[{style}m{text}\x1b[0m"
         print(text, file=self.stream, flush=True)

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from composecache.errors import EXIT_FAILURE, EXIT_USAGE, ComposecacheError
-from composecache.output import Output
+from composecache.output import Output, printable
 from composecache.settings import Settings
 from composecache.store import Store
 from composecache.store.gc import GcReport
@@ -133,8 +133,12 @@ def list_scopes(ctx: typer.Context) -> None:
         print(f"no cache scopes in {stats.root}")
         return
     rows = [["SCOPE", "SIZE", "LAST USED", "STATUS"]]
-    rows += [[s.name, format_size(s.bytes), _ago(s.last_used), s.problem or "ok"] for s in stats.scopes]
-    rows += [[q.name or q.path.name, "-", _ago(q.since), f"quarantined: {q.reason}"] for q in stats.quarantine]
+    # Names and reasons were written by other sessions: never raw control characters on a terminal.
+    rows += [[printable(s.name), format_size(s.bytes), _ago(s.last_used), s.problem or "ok"] for s in stats.scopes]
+    rows += [
+        [printable(q.name or q.path.name), "-", _ago(q.since), printable(f"quarantined: {q.reason}")]
+        for q in stats.quarantine
+    ]
     print("\n".join(_table(rows)))
     print(f"{len(stats.scopes)} scopes, {format_size(stats.bytes)} in {stats.blobs} blobs in {stats.root}")
 
@@ -205,7 +209,7 @@ def verify_command(
     else:
         for problem in report.problems:
             where = f"scope {problem.scope!r}" if problem.scope is not None else "store"
-            print(f"{where}: {problem.kind} {problem.digest or ''}: {problem.detail}".replace("  ", " "))
+            print(printable(f"{where}: {problem.kind} {problem.digest or ''}: {problem.detail}".replace("  ", " ")))
         for path in report.quarantined:
             print(f"moved to quarantine: {path}")
         hashed = f", {report.blobs_checked} blobs re-hashed ({format_size(report.bytes_hashed)})" if deep else ""
@@ -273,7 +277,7 @@ def gc_command(
         f"store {format_size(report.bytes_before)} -> {format_size(report.bytes_after)}"
     )
     if report.scopes_evicted:
-        print("evicted: " + ", ".join(report.scopes_evicted))
+        print(printable("evicted: " + ", ".join(report.scopes_evicted)))
     if not report.fits and keep is not None:
         state.output.warn(
             f"the store is still {format_size(report.bytes_after)}, above --keep-storage {format_size(keep)}: "
