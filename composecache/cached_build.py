@@ -82,6 +82,8 @@ class CachedBuild:
             self._warn_once(f"cache unavailable ({_reason(exc)}); building without it")
             self.store = None
             return None
+        for message in self.store.warnings:  # a world-writable cache directory: anyone can plant entries
+            self._warn_once(message)
         if self.export and not self.store.writable and not self.settings.dry_run:
             self._warn_once(f"cache directory {self.settings.cache_dir} is not writable: import only")
             self.export = False

@@ -165,3 +165,15 @@ def test_waiting_for_the_store_lock_is_information_not_a_warning(tmp_path: Path)
         build.prepare([CacheRequest("web", "web", ("api",))])
     out = stream.getvalue()
     assert "waiting for the cache store lock" in out and "warning: waiting" not in out, out
+
+
+def test_a_world_writable_cache_directory_is_one_warning(tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    os.chmod(tmp_path / "cache", 0o777)
+    build, stream = _cached_build(tmp_path)
+    build.finish(summary=False)
+    assert stream.getvalue().count("warning:") == 1 and "world-writable" in stream.getvalue()
+    os.chmod(tmp_path / "cache", 0o1777)  # sticky, like /tmp: entries cannot be replaced by others
+    build, stream = _cached_build(tmp_path)
+    build.finish(summary=False)
+    assert "warning" not in stream.getvalue()
