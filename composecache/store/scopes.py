@@ -225,16 +225,22 @@ def quarantine(layout: Layout, entry: Path, reason: str, name: str | None = None
 
 
 def quarantine_bad_blob(layout: Layout, problem: ScopeProblem) -> Path | None:
-    """Move the blob a size or content problem blames out of blobs/ (under the store lock).
+    """Move the blob a size, content or "missing" problem blames out of blobs/ (under the store lock).
 
     BuildKit skips writing a blob that already exists, so a wrong blob left in place would be
     named by every later export of the same layer, and every such publish dropped: that layer
     could never be cached again.  Once it is gone, the next export writes it afresh.
     """
-    if problem.kind not in {WRONG_SIZE, WRONG_DIGEST} or problem.digest is None:
+    if problem.digest is None or problem.kind not in {WRONG_SIZE, WRONG_DIGEST, MISSING}:
         return None
     path = layout.blob(problem.digest.split(":", 1)[1])
-    if not os.path.lexists(path):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    # "missing" may be a planted symlink where the blob belongs: BuildKit follows it (the blob
+    # "exists", it never writes the real one) while we refuse it, so it has to go as well.
+    if problem.kind == MISSING and stat.S_ISREG(info.st_mode):
         return None
     return quarantine(layout, path, str(problem))
 

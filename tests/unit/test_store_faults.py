@@ -177,3 +177,18 @@ def test_a_world_writable_cache_directory_is_one_warning(tmp_path: Path) -> None
     build, stream = _cached_build(tmp_path)
     build.finish(summary=False)
     assert "warning" not in stream.getvalue()
+
+
+def test_a_symlink_planted_where_a_blob_belongs_is_quarantined_so_the_blob_can_be_written(
+    store: Store, tmp_path: Path
+) -> None:
+    publish_layers(store, "api", [b"layer one"])
+    victim = tmp_path / "victim"
+    victim.write_text("not a blob")
+    blob = _blob(store, b"layer one")
+    blob.unlink()
+    blob.symlink_to(victim)  # an exporter would take the blob for present and never write it
+    assert store.prepare_import("api") is None
+    assert not os.path.lexists(blob) and victim.read_text() == "not a blob"
+    publish_layers(store, "api", [b"layer one"])
+    assert store.prepare_import("api") is not None
