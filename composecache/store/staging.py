@@ -27,13 +27,16 @@ from composecache.store import oci
 from composecache.store.layout import BLOBS_LINK, Layout
 from composecache.store.locking import HeldLock, LockTimeout, create_and_lock
 from composecache.store.safefs import (
-    DIR_MODE,
     ensure_relative_link,
     read_small_file,
     remove_tree,
     unlink_quietly,
 )
 
+# A staging directory is one build's private workspace: the group may reclaim it (gc), others
+# may not even enter it.  BuildKit creates its ingest/ in there with the build's umask (0777
+# under umask 000), which must not make a live export writable by every local user.
+STAGING_MODE = 0o2770
 LOCK_SUFFIX = ".lock"
 LEASE_SUFFIX = ".lease"
 CREATE_ATTEMPTS = 5
@@ -99,8 +102,8 @@ def create_staging(layout: Layout, scope: str, stem: str) -> tuple[Path, HeldLoc
     name, lock = _new_locked_file(layout.staging, stem, LOCK_SUFFIX, owner)
     path = layout.staging / name
     try:
-        os.mkdir(path, DIR_MODE)
-        os.chmod(path, DIR_MODE)
+        os.mkdir(path, STAGING_MODE)
+        os.chmod(path, STAGING_MODE)
         ensure_relative_link(path / "blobs", BLOBS_LINK)
     except BaseException:
         with contextlib.suppress(OSError):

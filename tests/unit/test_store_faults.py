@@ -192,3 +192,14 @@ def test_a_symlink_planted_where_a_blob_belongs_is_quarantined_so_the_blob_can_b
     assert not os.path.lexists(blob) and victim.read_text() == "not a blob"
     publish_layers(store, "api", [b"layer one"])
     assert store.prepare_import("api") is not None
+
+
+def test_a_staging_directory_is_closed_to_other_users(store: Store) -> None:
+    old = os.umask(0)  # BuildKit creates its ingest/ in staging with the build's umask
+    try:
+        staging = store.prepare_export("api")
+        (staging.path / "ingest").mkdir()
+    finally:
+        os.umask(old)
+    assert os.stat(staging.path).st_mode & 0o7777 == 0o2770
+    store.discard(staging)
