@@ -27,7 +27,7 @@ from composecache.store import layout as layout_mod
 from composecache.store import oci, scopes
 from composecache.store.gc import GcReport, PruneReport, collect_garbage, prune_scope
 from composecache.store.layout import Layout
-from composecache.store.locking import HeldLock, acquire
+from composecache.store.locking import HeldLock, LockTimeout, acquire
 from composecache.store.naming import safe_dirname
 from composecache.store.roots import Progress
 from composecache.store.safefs import UnsafePath, describe_os_error, read_small_file
@@ -93,6 +93,7 @@ class Store:
         self.warnings = warnings
         self._on_notice = on_notice
         self._on_wait = on_wait  # "waiting for the lock": contention, not a problem (default: on_notice)
+        self._lock_timed_out = False
 
     @classmethod
     def open(
@@ -151,10 +152,19 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self, *, wait_forever: bool = False) -> Iterator[HeldLock]:
-        """The store lock (build paths give up after lock_timeout; maintenance waits)."""
-        wait = None if wait_forever else self.lock_timeout
-        on_wait = self._on_wait or self.notice
-        with acquire(self.layout.store_lock, timeout=wait, on_wait=on_wait, what="cache store lock") as held:
+        """The store lock (build paths give up after lock_timeout; maintenance waits).
+
+        Once a wait has timed out, later build-path attempts only try: a holder that does not let
+        go (a `cache gc` suspended with Ctrl-Z) must cost a build one timeout, not one per scope.
+        """
+        wait = None if wait_forever else (0.0 if self._lock_timed_out else self.lock_timeout)
+        on_wait = None if wait == 0.0 else (self._on_wait or self.notice)
+        try:
+            held = acquire(self.layout.store_lock, timeout=wait, on_wait=on_wait, what="cache store lock")
+        except LockTimeout:
+            self._lock_timed_out = True
+            raise
+        with held:
             yield held
 
     # --- imports ---------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,21 @@ def test_a_staging_directory_is_closed_to_other_users(store: Store) -> None:
         os.umask(old)
     assert os.stat(staging.path).st_mode & 0o7777 == 0o2770
     store.discard(staging)
+
+
+def test_a_store_lock_that_stays_held_is_waited_for_once_per_run(tmp_path: Path) -> None:
+    """A suspended `cache gc` (Ctrl-Z) holds the lock: each build step used to wait the full timeout."""
+    store = Store.open(tmp_path / "cache")
+    for name in ("api", "web", "worker"):
+        publish_layers(store, name, [name.encode() * 100])
+    build = CachedBuild(Settings(cache_dir=tmp_path / "cache"), Output(stream=io.StringIO()))
+    opened = build.open_store()
+    assert opened is not None
+    opened.lock_timeout = 0.5
+    with store.locked():
+        started = time.monotonic()
+        slots = build.prepare([CacheRequest(n, n, (n,)) for n in ("api", "web", "worker")])
+        build.finish(summary=False)
+        elapsed = time.monotonic() - started
+    assert all(slot.imported_from for slot in slots.values()), "imports go on without the lock"
+    assert elapsed < 1.2, f"waited {elapsed:.1f}s: the timeout once, then no more waiting"
