@@ -323,12 +323,12 @@ def secrets_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     base = tmp_path_factory.mktemp(f"secrets-{leg}")
     lab = Lab(base, rootfs_tar, base / "cache")
     project = lab.project("secrets")
-    tokens = {name: f"{name}-{secrets.token_hex(12)}" for name in ("stage_max", "stage_min", "build_secret")}
+    tokens = {name: f"{name}-{secrets.token_hex(12)}" for name in ("stage_max", "stage_min", "build_secret", "arg")}
     (project / "max" / "stage-token.txt").write_text(tokens["stage_max"] + "\n")
     (project / "min" / "stage-token.txt").write_text(tokens["stage_min"] + "\n")
     (project / "build-secret.txt").write_text(tokens["build_secret"] + "\n")
     with harness.sessions(f"s{os.getpid() % 100000}{leg[:3]}-") as group:
-        result = lab.cc(group.start(leg), "-p", "sec", "build", cwd=project)
+        result = lab.cc(group.start(leg), "-p", "sec", "build", cwd=project, ARG_TOKEN=tokens["arg"])
         yield lab, tokens, result
 
 
@@ -345,6 +345,15 @@ def test_secret_mount_contents_never_reach_an_exported_blob(
         assert tokens["build_secret"].encode() not in data, f"the build secret is in blob {name}"
     assert searched >= 6
     assert tokens["build_secret"] not in result.output
+
+
+def test_build_arg_values_are_not_in_the_store_in_plain_text(
+    secrets_build: tuple[Lab, dict[str, str], harness.Result],
+) -> None:
+    """What docs/security.md says of build args: only digests of the steps (a different value misses)."""
+    lab, tokens, result = secrets_build
+    assert result.returncode == 0, result.output
+    assert [name for name, data in _blob_texts(lab.cache_dir) if tokens["arg"].encode() in data] == []
 
 
 def test_builder_stage_files_reach_the_store_under_mode_max_only(
