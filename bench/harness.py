@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,12 +139,16 @@ class Bench:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                     errors="replace")  # fmt: skip
             assert proc.stdout is not None
+            guard = MemoryGuard(session, proc)
             for line in proc.stdout:
                 lines.append(line)
                 handle.write(f"[{time.monotonic() - start:7.2f}] {line}")
             proc.wait()
+            guard.stop()
         seconds = time.monotonic() - start
         output = "".join(lines)
+        if guard.tripped:
+            raise BenchError(f"{label}: {guard.tripped} (log {log})")
         if check and proc.returncode != 0:
             tail = "\n".join(output.splitlines()[-30:])
             raise BenchError(f"{label}: {' '.join(argv[:6])} exited with {proc.returncode} (log {log}):\n{tail}")
@@ -165,6 +170,53 @@ class Bench:
                                 cwd=self.project, env=self.env(session), capture_output=True, text=True,
                                 check=False)  # fmt: skip
         return len(result.stdout.split())
+
+
+class MemoryGuard:
+    """Stops a measured command when the session's dockerd grows past half the machine's memory.
+
+    Seen here: several cache re-exports with different options from one session made
+    dockerd 26.1 grow past 20 GB RSS; a benchmark must never take a shared machine down.
+    """
+
+    def __init__(self, session: sandboxlib.Session, proc: subprocess.Popen[str], interval_s: float = 1.0) -> None:
+        self.session = session
+        self.proc = proc
+        self.limit_kb = _mem_total_kb() // 2
+        self.tripped = ""
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._done.wait(interval_s):
+            pid = self.session.pid()
+            rss = _rss_kb(pid) if pid else 0
+            if self.limit_kb and rss > self.limit_kb:
+                self.tripped = f"dockerd grew to {rss // 1024} MB RSS (limit {self.limit_kb // 1024} MB): stopped"
+                self.proc.kill()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _mem_total_kb() -> int:
+    try:
+        return int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def run_steps(log: str) -> tuple[int, int]:
