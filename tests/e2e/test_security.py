@@ -162,6 +162,8 @@ def test_hostile_names_never_reach_outside_the_cache_root(strategy: str, lab: La
         assert warnings(wrapped) == [], wrapped.stderr
         exported = [line for line in summary(wrapped).values() if line.endswith("; exported")]
         assert len(exported) == 8, wrapped.stderr
+        ours = "\n".join(line for line in wrapped.stderr.splitlines() if line.startswith("composecache:"))
+        assert "\\x1b]0;pwned" in ours and not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202e]", ours), ours
     # the same with `docker build -t <hostile tag>`: docker refuses the tag, composecache changes nothing
     for tag in ("a/../../../x", f"localhost:5000/../{outside.name}:1", "x" * 300):
         plain_tag = harness.docker(shared, "build", "--network", "none", "-t", tag, str(project / "app"), check=False)
