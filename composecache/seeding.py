@@ -27,8 +27,11 @@ How, before the build runs:
 4. after the build, delete the seed root: what the new images use stays
    referenced by them, the rest is the daemon's to collect.
 
-Only sizes are checked (the shared store is trusted like any writer of a
-namespace: `composecache cache verify --deep` re-hashes).  Every failure means
+A blob copied into the content directory is hashed on the way and linked
+under its digest only when it matches: containerd takes a file at a digest's
+name on trust, so a corrupt shared blob (a bad disk, a truncated copy) would
+otherwise sit in the daemon and fail every later build of that layer in the
+session, with the cache or without (tests/e2e/test_faults.py).  Every failure means
 the normal import path: seeding is a pure optimisation.
 COMPOSECACHE_SEED=0 turns it off.
 """
@@ -36,6 +39,7 @@ COMPOSECACHE_SEED=0 turns it off.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -327,7 +331,7 @@ class Seeder:
             return
         temp = self.daemon.content_blobs / f".composecache-{descriptor.hex}.{os.urandom(4).hex()}"
         try:
-            shutil.copyfile(source, temp)
+            _copy_verified(source, temp, descriptor.digest)
             os.chmod(temp, 0o444)
             if os.stat(temp).st_size != descriptor.size:
                 raise OSError(f"copied {temp.name}: size changed while copying")
@@ -351,6 +355,17 @@ class Seeder:
         if self.report.root is not None:
             self._ctr("content", "rm", self.report.root)
             self.report.root = None
+
+
+def _copy_verified(source: Path, temp: Path, digest: str, chunk: int = 1 << 20) -> None:
+    """Copy `source` to `temp` (a new file), hashing on the way; OSError unless it matches `digest`."""
+    hasher = hashlib.sha256()
+    with open(source, "rb") as src, open(temp, "xb") as dst:
+        while data := src.read(chunk):
+            hasher.update(data)
+            dst.write(data)
+    if f"sha256:{hasher.hexdigest()}" != digest:
+        raise OSError(f"the shared store's copy does not match its digest (sha256:{hasher.hexdigest()})")
 
 
 def _first_line(text: str) -> str:

@@ -278,6 +278,8 @@ def test_damaged_blob(damage: str, lab: Lab, sessions: harness.Sessions, templat
     assert "quarantine" in result.stderr
     assert summary(result)["app"].endswith("; exported"), result.stderr
     lab.assert_sound(session)
+    # the session itself is not poisoned: the plain command still builds there
+    assert lab.plain(session, "-p", "plain-after", "build", "app").returncode == 0
     # healed: a new session imports every step (the damaged blob was written again, not skipped)
     fresh = sessions.start()
     _fully_cached(lab.cc(fresh, "-p", "again", *PLAIN, "build", "app"))

@@ -1,0 +1,44 @@
+"""Seeding never puts a corrupt shared blob into the daemon (found by tests/e2e/test_faults.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from composecache import seeding
+from composecache.store import Store
+from tests.unit.store_fakes import publish_layers
+from tests.unit.test_seeding import FAKE_CTR, MB
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonStore:
+    ctr = tmp_path / "bin" / "ctr"
+    ctr.parent.mkdir()
+    ctr.write_text(FAKE_CTR.format(python=sys.executable))
+    ctr.chmod(0o755)
+    monkeypatch.setenv("FAKE_CTR_LOG", str(tmp_path / "ctr.log"))
+    blobs = tmp_path / "content" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    return seeding.DaemonStore(address=tmp_path / "containerd.sock", namespace="moby", ctr=ctr, content_blobs=blobs)
+
+
+def test_a_corrupt_shared_blob_never_reaches_the_daemon_s_content_directory(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    good, bad = os.urandom(MB + 1), os.urandom(MB + 2)
+    store = Store.open(tmp_path / "cache")
+    manifest = publish_layers(store, "proj/api", [good, bad]).digest
+    corrupt = next(d for d in seeding.blobs_to_seed(store.layout, [manifest]) if d.size == MB + 2)
+    path = store.layout.blob(corrupt.hex)
+    os.chmod(path, 0o644)
+    path.write_bytes(os.urandom(MB + 2))  # same size, other bytes: sizes cannot tell
+    report = seeding.Seeder(daemon, store.layout, os.environ).seed([manifest])
+    assert report.seeded == 1 and len(report.problems) == 1 and "does not match its digest" in report.problems[0]
+    assert daemon.content_blobs is not None
+    assert not (daemon.content_blobs / corrupt.hex).exists(), "containerd would take it on trust"
+    assert len(list(daemon.content_blobs.iterdir())) == 1  # the good one
+    assert not list(daemon.content_blobs.glob(".composecache-*"))
