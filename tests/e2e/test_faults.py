@@ -376,8 +376,8 @@ def test_composecache_killed_during_publish(point: str, lab: Lab, sessions: harn
     # sound as it is: an index is either absent or whole; the store lock died with its holder
     code, report = lab.verify(session, deep=True)
     assert code == 0 and report["sound"], report
-    started = time.monotonic()
     fresh = sessions.start()
+    started = time.monotonic()
     result = lab.cc(fresh, "-p", "next", *PLAIN, "build", "app")
     assert result.returncode == 0, result.output
     assert warnings(result) == [], result.stderr
