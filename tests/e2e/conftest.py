@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import harness
+from tests.e2e.faultkit import Lab, leftovers_after, summary
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,3 +43,38 @@ def _count() -> Iterator[int]:
 
 
 _counter = _count()
+
+
+# Fault and attack suites (test_faults.py, test_security.py) share these.
+
+
+def _module_prefix(request: pytest.FixtureRequest) -> str:
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    return f"{module[:2]}{os.getpid() % 100000}"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> Iterator[Lab]:
+    """A project copy, cache dir and private TMPDIR; afterwards nothing may be left behind."""
+    lab = Lab(tmp_path, rootfs_tar, cache_dir)
+    yield lab
+    problems = leftovers_after(lab)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, rootfs_tar: Path) -> Path:
+    """A store holding one published scope (`faults/app`), built once per module; tests copy it."""
+    base = tmp_path_factory.mktemp("template")
+    maker = Lab(base, rootfs_tar, base / "cache")
+    with harness.sessions(f"{_module_prefix(request)}tpl-") as group:
+        result = maker.cc(group.start(), "-p", "tpl", "build", "app", check=True)
+    assert summary(result)["app"].endswith("; exported"), result.stderr
+    return maker.cache_dir
+
+
+@pytest.fixture(scope="module")
+def shared(request: pytest.FixtureRequest, rootfs_tar: Path) -> Iterator[harness.Session]:
+    """One session for rows where a warm local build cache does not matter."""
+    with harness.sessions(f"{_module_prefix(request)}sh-") as group:
+        yield group.start("stable")

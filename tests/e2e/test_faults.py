@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,6 @@ from tests.e2e.faultkit import (
     copy_store,
     immutable,
     layer_descriptors,
-    leftovers_after,
     manifest_of,
     python_composecache,
     read_only_bind,
@@ -54,32 +52,6 @@ from tests.e2e.faultkit import (
 )
 
 PLAIN = ("--progress", "plain")
-
-
-@pytest.fixture
-def lab(tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path, rootfs_tar, cache_dir)
-    yield lab
-    problems = leftovers_after(lab)
-    assert not problems, "\n".join(problems)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, rootfs_tar: Path) -> Path:
-    """A store holding one published scope (`faults/app`), built once per module; tests copy it."""
-    base = tmp_path_factory.mktemp("template")
-    maker = Lab(base, rootfs_tar, base / "cache")
-    with harness.sessions(f"f{os.getpid() % 100000}tpl-") as group:
-        result = maker.cc(group.start(), "-p", "tpl", "build", "app", check=True)
-    assert summary(result)["app"].endswith("; exported"), result.stderr
-    return maker.cache_dir
-
-
-@pytest.fixture(scope="module")
-def shared(rootfs_tar: Path) -> Iterator[harness.Session]:
-    """One session for rows where a warm local build cache does not matter."""
-    with harness.sessions(f"f{os.getpid() % 100000}sh-") as group:
-        yield group.start("stable")
 
 
 def _fully_cached(result: harness.Result) -> None:

@@ -39,7 +39,6 @@ from tests.e2e.faultkit import (
     changed,
     copy_store,
     layer_descriptors,
-    leftovers_after,
     manifest_of,
     namespace_roots,
     read_only_bind,
@@ -51,32 +50,6 @@ from tests.e2e.faultkit import (
 )
 
 PLAIN = ("--progress", "plain")
-
-
-@pytest.fixture
-def lab(tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> Iterator[Lab]:
-    lab = Lab(tmp_path, rootfs_tar, cache_dir)
-    yield lab
-    problems = leftovers_after(lab)
-    assert not problems, "\n".join(problems)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, rootfs_tar: Path) -> Path:
-    """A store holding one published scope (`faults/app`), built once per module; tests copy it."""
-    base = tmp_path_factory.mktemp("template")
-    maker = Lab(base, rootfs_tar, base / "cache")
-    with harness.sessions(f"s{os.getpid() % 100000}tpl-") as group:
-        result = maker.cc(group.start(), "-p", "tpl", "build", "app", check=True)
-    assert summary(result)["app"].endswith("; exported"), result.stderr
-    return maker.cache_dir
-
-
-@pytest.fixture(scope="module")
-def shared(rootfs_tar: Path) -> Iterator[harness.Session]:
-    """One session for tests that look at what is written, not at cache hits."""
-    with harness.sessions(f"s{os.getpid() % 100000}sh-") as group:
-        yield group.start("stable")
 
 
 def _git(project: Path, *args: str) -> None:
