@@ -27,6 +27,21 @@ def _cc(
     return harness.composecache(session, *args, cwd=cwd, check=check, extra_env=_env(cache_dir, **extra))
 
 
+def _start_in_background(session: harness.Session, cache_dir: Path, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """composecache in its own process group (a test signals the group, like a terminal would)."""
+    env = session.env()
+    env.update(_env(cache_dir))
+    return subprocess.Popen(
+        [sys.executable, "-m", "composecache", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def _running(session: harness.Session, project: str) -> set[str]:
     out = harness.docker(
         session,
@@ -225,17 +240,7 @@ def test_attached_up_publishes_while_running_and_ctrl_c_exits_130(
 ) -> None:
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     session = sessions.start()
-    env = session.env()
-    env.update(_env(cache_dir))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "composecache", "-p", "i", "up", "--build", "web"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start_in_background(session, cache_dir, project, "-p", "i", "up", "--build", "web")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _running(session, "i") != {"web"}:
@@ -292,17 +297,7 @@ def test_watch_rebuilds_are_published_while_watch_runs(
 ) -> None:
     project = harness.copy_fixture("watch", tmp_path / "watch", rootfs_tar)
     session = sessions.start()
-    env = session.env()
-    env.update(_env(cache_dir))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "composecache", "-p", "w", "watch"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = _start_in_background(session, cache_dir, project, "-p", "w", "watch")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not _published_digests(cache_dir):
