@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,24 +68,6 @@ def scenario_copy(fixture: str, dest: Path, rootfs: Path, scenario: str) -> Path
         lines.insert(at, f"RUN echo {scenario} > /scenario\n")
         dockerfile.write_text("".join(lines))
     return dest
-
-
-def snapshot(*roots: Path) -> dict[str, tuple[object, ...]]:
-    """Everything under roots: type, mode, inode, mtime, symlink target or bytes."""
-    found: dict[str, tuple[object, ...]] = {}
-    for root in roots:
-        for directory, dirs, files in os.walk(root):
-            for name in sorted(dirs + files):
-                path = Path(directory, name)
-                info = path.lstat()
-                content: object = None
-                if stat.S_ISLNK(info.st_mode):
-                    content = os.readlink(path)
-                elif stat.S_ISREG(info.st_mode):
-                    content = path.read_bytes()
-                mtime = None if stat.S_ISDIR(info.st_mode) else info.st_mtime_ns
-                found[str(path)] = (stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_ino, mtime, content)
-    return found
 
 
 def notices(stderr: str) -> list[str]:

@@ -12,7 +12,8 @@ import pytest
 
 from composecache import shim
 from tests.e2e import harness
-from tests.e2e.shims import ShimmedSession, notices, scenario_copy, shimmed, snapshot
+from tests.e2e.shims import ShimmedSession, notices, scenario_copy, shimmed
+from tests.tree_snapshot import snapshot
 
 COMPOSE_V1 = Path("/usr/bin/docker-compose")  # Debian bookworm's docker-compose 1.29.2
 

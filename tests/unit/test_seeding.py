@@ -36,8 +36,8 @@ if verb == ["content", "ls"]:
 """
 
 
-@pytest.fixture
-def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonStore:
+def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonStore:
+    """A daemon store whose `ctr` is FAKE_CTR (calls logged to tmp_path/ctr.log)."""
     ctr = tmp_path / "bin" / "ctr"
     ctr.parent.mkdir()
     ctr.write_text(FAKE_CTR.format(python=sys.executable))
@@ -46,6 +46,11 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonSto
     blobs = tmp_path / "data" / "containerd" / "daemon" / seeding.CONTENT_DIR / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     return seeding.DaemonStore(address=tmp_path / "containerd.sock", namespace="moby", ctr=ctr, content_blobs=blobs)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonStore:
+    return fake_daemon(tmp_path, monkeypatch)
 
 
 def ctr_calls(tmp_path: Path) -> list[dict[str, object]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,19 +10,12 @@ import pytest
 from composecache import seeding
 from composecache.store import Store
 from tests.unit.store_fakes import publish_layers
-from tests.unit.test_seeding import FAKE_CTR, MB
+from tests.unit.test_seeding import MB, fake_daemon
 
 
 @pytest.fixture
 def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonStore:
-    ctr = tmp_path / "bin" / "ctr"
-    ctr.parent.mkdir()
-    ctr.write_text(FAKE_CTR.format(python=sys.executable))
-    ctr.chmod(0o755)
-    monkeypatch.setenv("FAKE_CTR_LOG", str(tmp_path / "ctr.log"))
-    blobs = tmp_path / "content" / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    return seeding.DaemonStore(address=tmp_path / "containerd.sock", namespace="moby", ctr=ctr, content_blobs=blobs)
+    return fake_daemon(tmp_path, monkeypatch)
 
 
 def test_a_corrupt_shared_blob_never_reaches_the_daemon_s_content_directory(

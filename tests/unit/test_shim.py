@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import subprocess
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 
 from composecache import shim, toolchain
 from composecache.errors import ComposecacheError
+from tests.tree_snapshot import snapshot
 
 FAKE = """#!/bin/sh
 echo "{name} $*"
@@ -62,25 +61,6 @@ class Machine:
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Machine:
     monkeypatch.setattr(shim, "package_owner", lambda path, env: None)
     return Machine(tmp_path)
-
-
-def snapshot(*roots: Path) -> dict[str, tuple[object, ...]]:
-    """Everything under roots: type, mode, inode, mtime, link target or bytes."""
-    found: dict[str, tuple[object, ...]] = {}
-    for root in roots:
-        for directory, dirs, files in os.walk(root):
-            for name in sorted(dirs + files):
-                path = Path(directory, name)
-                info = path.lstat()
-                if stat.S_ISLNK(info.st_mode):
-                    content: object = os.readlink(path)
-                elif stat.S_ISREG(info.st_mode):
-                    content = path.read_bytes()
-                else:
-                    content = None
-                found[str(path)] = (stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), info.st_ino,
-                                    info.st_mtime_ns if not stat.S_ISDIR(info.st_mode) else None, content)  # fmt: skip
-    return found
 
 
 @pytest.mark.parametrize(
