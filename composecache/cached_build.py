@@ -9,16 +9,16 @@ line and the build goes on without (that part of) the cache.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from composecache.errors import CacheUnavailable
 from composecache.output import Output, printable
+from composecache.record import field, record
 from composecache.settings import Settings
 from composecache.store import ImportSpec, PublishOutcome, Staging, Store
 from composecache.store.layout import Layout
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CacheRequest:
     """What one service (or image) wants from the store."""
 
@@ -28,7 +28,7 @@ class CacheRequest:
     mode: str = "max"
 
 
-@dataclass
+@record
 class CacheSlot:
     """What the store gave one request, and what became of its export."""
 
@@ -123,14 +123,18 @@ class CachedBuild:
                 slot.export_note = "export failed to start"
         return self.slots
 
-    def run_with_recovery(self, run: Callable[[], int]) -> int:
+    def run_with_recovery(self, run: Callable[[], int], stale: Callable[[], bool] | None = None) -> int:
         """Run the build; once more without any import that a failed run proved corrupt.
 
         `run` must build its arguments from the slots each time it is called.  Only an ordinary
-        failure is looked into (an interrupted or killed build is not run again).
+        failure is looked into (an interrupted or killed build is not run again).  `stale`, after
+        a failure: True when composecache's own input was out of date and has been mended, so
+        the failure may be its own: run once more.
         """
         status = run()
         if 0 < status < 128 and self.drop_corrupt_imports():
+            status = run()
+        if 0 < status < 128 and stale is not None and stale():
             status = run()
         return status
 

@@ -16,7 +16,8 @@ guess: the caller passes the command through unchanged (fail open).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from composecache.record import field, record
 
 # `docker --help`, Global Options.
 GLOBAL_VALUE_LONG = {"--host", "--context", "--config", "--log-level", "--tlscacert", "--tlscert", "--tlskey"}
@@ -45,7 +46,7 @@ COMPOSE = "compose"
 OTHER = "other"
 
 
-@dataclass
+@record
 class DockerCommand:
     """`docker` arguments split into global options, the command words and the rest."""
 
@@ -109,7 +110,7 @@ def classify(args: list[str]) -> DockerCommand:
     return command
 
 
-@dataclass
+@record
 class BuildArgs:
     """What composecache needs to know about one build's flags (the flags stay as typed)."""
 

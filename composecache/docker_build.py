@@ -92,7 +92,7 @@ def build_with_cache(
     probe_env: Mapping[str, str],
 ) -> int:
     builder_name = build.builder or command.buildx_builder
-    builder = toolchain.probe_builder(docker, probe_env, command.global_args, builder_name)
+    builder, _ = toolchain.probe_builder(docker, probe_env, command.global_args, builder_name)
     if builder.error:
         # The build itself would fail the same way: let docker say so, unchanged.
         output.debug(f"buildx inspect failed ({builder.error}); running the build unchanged")

@@ -13,12 +13,13 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Generic, TypeVar
 
 from composecache.errors import ComposecacheError
+from composecache.record import record
 
 # siginfo_t.si_code values (Linux, asm-generic/siginfo.h).
 SI_USER = 0  # kill(2)
@@ -36,6 +37,8 @@ class _State:
     # must never run it a second time (the error boundary checks this before
     # falling back to a plain run after an internal error).
     user_command_started = False
+    # Wall time the user's real command ran (run_foreground): composecache's own time is the rest.
+    foreground_s = 0.0
 
 
 T = TypeVar("T")
@@ -66,7 +69,7 @@ class Background(Generic[T]):
         return self._result  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Captured:
     returncode: int
     stdout: str
@@ -139,6 +142,7 @@ def run_foreground(
     def restore_mask() -> None:  # runs in the child between fork and exec
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
+    started = time.perf_counter()
     try:
         try:
             proc = subprocess.Popen(
@@ -170,6 +174,13 @@ def run_foreground(
                 on_tick()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if _State.user_command_started:
+            _State.foreground_s += time.perf_counter() - started
+
+
+def foreground_seconds() -> float:
+    """How long the user's real command has run so far in this process (0.0: it did not run)."""
+    return _State.foreground_s
 
 
 def _has_terminal() -> bool:

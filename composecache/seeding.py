@@ -48,12 +48,13 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from composecache import runner, toolchain
+from composecache import runner
 from composecache.errors import ComposecacheError
 from composecache.output import Output
+from composecache.record import field, record
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
 
@@ -78,7 +79,7 @@ class SeedUnavailable(Exception):
     """Seeding cannot be used here; the message says why (shown with -v)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DaemonStore:
     """Where a session daemon keeps its containerd content, as far as composecache can reach it."""
 
@@ -91,7 +92,7 @@ class DaemonStore:
         return [str(self.ctr), "-a", str(self.address), "-n", self.namespace, *args]
 
 
-@dataclass
+@record
 class SeedReport:
     candidates: int = 0
     present: int = 0
@@ -113,30 +114,22 @@ def enabled(env: Mapping[str, str]) -> bool:
 # --- locating the daemon's store ------------------------------------------------------------------
 
 
-def locate(docker: Path, env: Mapping[str, str]) -> DaemonStore:
-    """The daemon's containerd store, or SeedUnavailable (a remote daemon, no ctr, no permission...)."""
+def locate(info: Mapping[str, Any] | None, env: Mapping[str, str]) -> DaemonStore:
+    """The daemon's containerd store from its `docker info`, or SeedUnavailable (remote, no ctr, ...)."""
+    if not enabled(env):
+        raise SeedUnavailable(f"{SEED_ENV} is off")
     host = env.get("DOCKER_HOST", "")
     if host and not host.startswith("unix://"):
         raise SeedUnavailable(f"DOCKER_HOST {host} is not a local socket")
     ctr_name = env.get("COMPOSECACHE_CTR") or shutil.which("ctr", path=env.get("PATH"))
     if not ctr_name:
         raise SeedUnavailable("ctr (containerd's client) is not on PATH")
-    try:
-        result = runner.capture([str(docker), "info", "--format", "{{json .}}"], env, timeout=30)
-    except ComposecacheError as exc:
-        raise SeedUnavailable(str(exc)) from exc
-    if result.returncode != 0:
+    if info is None:
         raise SeedUnavailable("docker info failed")
-    try:
-        info = json.loads(result.stdout)
-    except ValueError as exc:
-        raise SeedUnavailable("docker info printed no JSON") from exc
-    if not isinstance(info, dict):
-        raise SeedUnavailable("docker info printed no object")
     return _store_from_info(info, env, Path(ctr_name))
 
 
-def _store_from_info(info: dict[str, object], env: Mapping[str, str], ctr: Path) -> DaemonStore:
+def _store_from_info(info: Mapping[str, Any], env: Mapping[str, str], ctr: Path) -> DaemonStore:
     status = json.dumps(info.get("DriverStatus"))
     if "io.containerd.snapshotter" not in status:
         raise SeedUnavailable("the daemon does not use the containerd image store")
@@ -376,34 +369,23 @@ def _first_line(text: str) -> str:
 # --- the hooks the front-ends call ----------------------------------------------------------------
 
 
-def background_locate(env: Mapping[str, str]) -> runner.Background[DaemonStore] | None:
-    """Start locating the daemon's store (beside the other probes); None when seeding is off."""
-    if not enabled(env):
-        return None
-    try:
-        docker = toolchain.real_docker(env)
-    except ComposecacheError:
-        return None
-    return runner.Background(locate, docker, env)
-
-
 def seed_imports(
     layout: Layout | None,
     manifests: Sequence[str],
-    located: runner.Background[DaemonStore] | None,
+    daemon: DaemonStore | str | None,
     env: Mapping[str, str],
     output: Output,
 ) -> Seeder | None:
     """Seed the layers of the imported manifests (digests); the Seeder to release after the build, or None.
 
-    Never raises: anything unexpected is one warning and the normal import path.
+    daemon: where the daemon keeps its content, or why seeding cannot be used
+    (a string, shown with -v), or None (seeding off).  Never raises: anything
+    unexpected is one warning and the normal import path.
     """
-    if located is None or layout is None or not manifests:
+    if daemon is None or layout is None or not manifests:
         return None
-    try:
-        daemon = located.result()
-    except SeedUnavailable as exc:
-        output.debug(f"not seeding the daemon's content store: {exc}")
+    if isinstance(daemon, str):
+        output.debug(f"not seeding the daemon's content store: {daemon}")
         return None
     seeder = Seeder(daemon, layout, env)
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
+
+from composecache.record import record, replace
 
 DEFAULT_SHARED_DIR = Path("/buildkit-cache")
 DEFAULT_NAMESPACE = "default"
@@ -23,7 +24,7 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(xdg) / "composecache"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     cache_dir: Path
     disabled: bool = False
@@ -48,4 +49,4 @@ class Settings:
         )
 
     def with_options(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)

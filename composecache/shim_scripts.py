@@ -12,8 +12,9 @@ reads `# real:` and the marker (`composecache-shim`, in the first 512 bytes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from composecache.record import record
 
 MARKER = "composecache-shim"
 DOCKER = "docker"  # <dir>/docker
@@ -28,7 +29,7 @@ _COMPOSE_GLOBAL_VALUES = ("-f|--file|-p|--project-name|--profile|--env-file|--pr
 _COMPOSE_BUILDING = "build|up|run|create|watch"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ShimScript:
     kind: str
     real: Path | None  # the binary it wraps (None: a docker-compose shim over `docker compose`)

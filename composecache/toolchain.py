@@ -12,12 +12,11 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-from packaging.version import InvalidVersion, Version
+from typing import Any
 
 from composecache.errors import ComposecacheError
+from composecache.record import record
 from composecache.runner import Background, Captured, capture
 
 SHIM_MARKER = b"composecache-shim"
@@ -115,17 +114,36 @@ def compose_command(env: Mapping[str, str]) -> list[str]:
     )
 
 
+class Version(tuple[int, int, int]):
+    """A release number, major.minor[.patch], compared as numbers (what the tools print after `v`).
+
+    (packaging.version would do, but it costs ~4 ms to import on every build.)
+    """
+
+    def __new__(cls, text: str) -> Version:
+        parts = text.split(".")
+        if not 2 <= len(parts) <= 3 or not all(part.isdigit() for part in parts):
+            raise ValueError(f"not a version: {text!r}")
+        major, minor, *patch = (int(part) for part in parts)
+        return super().__new__(cls, (major, minor, patch[0] if patch else 0))
+
+    @property
+    def major(self) -> int:
+        return self[0]
+
+    def __str__(self) -> str:
+        return ".".join(str(number) for number in self)
+
+    def __repr__(self) -> str:
+        return f"Version({str(self)!r})"
+
+
 def parse_version(text: str) -> Version | None:
     match = VERSION_RE.search(text)
-    if not match:
-        return None
-    try:
-        return Version(match.group(1))
-    except InvalidVersion:
-        return None
+    return Version(match.group(1)) if match else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Builder:
     """What the build backend compose / buildx will use can do."""
 
@@ -143,7 +161,18 @@ class Builder:
         return self.containerd_store is not False
 
 
-def _parse_builder(inspect: Captured, info: Captured) -> Builder:
+def daemon_info(info: Captured) -> dict[str, Any] | None:
+    """`docker info --format '{{json .}}'` as a dict (None: no daemon answer)."""
+    if info.returncode != 0:
+        return None
+    try:
+        parsed = json.loads(info.stdout)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _parse_builder(inspect: Captured, info: dict[str, Any] | None) -> Builder:
     # `buildx inspect` exits 0 even when the daemon is unreachable: it prints an Error: line.
     error = re.search(r"^Error:\s*(.+)$", inspect.stdout, re.M)
     if inspect.returncode != 0 or error:
@@ -151,20 +180,15 @@ def _parse_builder(inspect: Captured, info: Captured) -> Builder:
         return Builder(driver=None, containerd_store=None, error=message or "buildx inspect failed")
     match = re.search(r"^Driver:[ \t]*(\S+)", inspect.stdout, re.M)
     driver = match.group(1) if match else None
-    store: bool | None = None
-    if info.returncode == 0 and info.stdout.strip() not in {"", "null"}:
-        try:
-            status = json.loads(info.stdout)
-            store = any("io.containerd.snapshotter" in str(value) for pair in status for value in pair)
-        except (ValueError, TypeError):
-            store = None
+    status = info.get("DriverStatus") if info is not None else None
+    store = None if not isinstance(status, list) else "io.containerd.snapshotter" in json.dumps(status)
     return Builder(driver=driver, containerd_store=store)
 
 
 UNKNOWN_BUILDER = Builder(driver=None, containerd_store=None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Toolchain:
     docker: Path
     compose: list[str]
@@ -172,6 +196,7 @@ class Toolchain:
     compose_version_text: str
     builder: Builder
     buildx_available: bool
+    daemon_info: dict[str, Any] | None = None  # `docker info` (None: the daemon did not answer)
 
 
 def probe_compose_version(compose: list[str], env: Mapping[str, str]) -> tuple[Version | None, str]:
@@ -192,12 +217,17 @@ def probe_compose_version(compose: list[str], env: Mapping[str, str]) -> tuple[V
 
 def probe_builder(
     docker: Path, env: Mapping[str, str], global_args: Sequence[str] = (), builder: str | None = None
-) -> Builder:
-    """The builder `docker [global_args] buildx build [--builder builder]` would use."""
+) -> tuple[Builder, dict[str, Any] | None]:
+    """The builder `docker [global_args] buildx build [--builder builder]` would use, and `docker info`.
+
+    One `docker info` answers both the builder question (its DriverStatus says
+    whether the containerd image store is on) and seeding's (where the
+    daemon's store is): it is asked once.
+    """
     prefix = [str(docker), *global_args]
     inspect = Background(safe_capture, [*prefix, "buildx", "inspect", *([builder] if builder else [])], env)
-    info = safe_capture([*prefix, "info", "--format", "{{json .DriverStatus}}"], env)
-    return _parse_builder(inspect.result(), info)
+    info = daemon_info(safe_capture([*prefix, "info", "--format", "{{json .}}"], env))
+    return _parse_builder(inspect.result(), info), info
 
 
 def safe_capture(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> Captured:
@@ -217,7 +247,7 @@ def probe(env: Mapping[str, str]) -> Toolchain:
     docker = real_docker(env)
     compose = compose_command(env)
     version = Background(probe_compose_version, compose, env)
-    builder = probe_builder(docker, env)
+    builder, info = probe_builder(docker, env)
     compose_version, text = version.result()
     return Toolchain(
         docker=docker,
@@ -226,4 +256,5 @@ def probe(env: Mapping[str, str]) -> Toolchain:
         compose_version_text=text,
         builder=builder,
         buildx_available=buildx_available(env),
+        daemon_info=info,
     )

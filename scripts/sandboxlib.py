@@ -160,13 +160,16 @@ class Session:
         env = dict(os.environ if base is None else base)
         env["DOCKER_HOST"] = self.host
         env["DOCKER_CONFIG"] = str(self.docker_config)
+        # A session is a machine of its own: composecache's session-local memo lives with it.
+        env["COMPOSECACHE_MEMO_DIR"] = str(self.state / "memo")
         path = env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["PATH"] = f"{self.bin_dir}:{path}"
         return env
 
     def export_lines(self) -> list[str]:
         env = self.env({"PATH": "$PATH"})
-        return [f"export {key}={_shell_quote(env[key])}" for key in ("DOCKER_HOST", "DOCKER_CONFIG", "PATH")]
+        keys = ("DOCKER_HOST", "DOCKER_CONFIG", "COMPOSECACHE_MEMO_DIR", "PATH")
+        return [f"export {key}={_shell_quote(env[key])}" for key in keys]
 
     def pid(self) -> int | None:
         return _read_pid(self.pidfile)

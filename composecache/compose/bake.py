@@ -14,8 +14,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from packaging.version import Version
-
 from composecache import runner
 from composecache.cached_build import CachedBuild, CacheRequest
 from composecache.compose.cmdline import ComposeArgs
@@ -25,7 +23,7 @@ from composecache.compose.project import ProjectModel
 from composecache.compose.versions import Plan
 from composecache.output import Output
 from composecache.settings import Settings
-from composecache.toolchain import Toolchain, parse_version, safe_capture
+from composecache.toolchain import Toolchain, Version, parse_version, safe_capture
 
 # buildx enforces filesystem entitlements for bake from 0.20 on.
 FS_ENTITLEMENTS_SINCE = Version("0.20.0")

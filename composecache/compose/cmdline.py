@@ -10,7 +10,8 @@ re-adds (with its override file last).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+from composecache.record import field, record
 
 # `docker compose --help` (2.26 - 2.40, v5).  Flags not listed are taken as booleans.
 GLOBAL_VALUE_FLAGS = {
@@ -31,7 +32,7 @@ SUBCOMMAND_VALUE_FLAGS = {
 }  # fmt: skip
 
 
-@dataclass
+@record
 class ComposeArgs:
     global_args: list[str] = field(default_factory=list)  # as given, without -f/--file
     files: list[str] = field(default_factory=list)

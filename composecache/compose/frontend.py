@@ -12,14 +12,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import runner, seeding, toolchain
+from composecache import runner, seeding, session_probe, toolchain
 from composecache.cached_build import CachedBuild, CacheRequest
-from composecache.compose import cmdline, override, project, scopes, versions
+from composecache.compose import cmdline, model_memo, override, project, scopes, versions
 from composecache.compose.files import ComposeFiles, find_files
 from composecache.errors import ComposecacheError
+from composecache.memo import Memo
 from composecache.output import Output
 from composecache.settings import Settings
-from composecache.source_identity import identify
+from composecache.source_identity import SourceIdentity, identify
 
 
 def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, str] | None = None) -> int:
@@ -43,15 +44,26 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
             return 1
         return _passthrough(compose, args, env)
 
-    probe = runner.Background(_probe, env)
-    located = None if settings.dry_run else seeding.background_locate(env)
-    config_result = toolchain.safe_capture([*compose, *parsed.config_argv(files.files)], env, 120)
-    tools = probe.result()
-
-    model = _load_model(config_result, files, settings, output)
+    memo = Memo.from_env(env, writable=not settings.dry_run)
+    probe = runner.Background(session_probe.facts, env, memo)
+    identity = runner.Background(identify, files.project_dir, env)  # git, when the project is a checkout
+    config_argv = parsed.config_argv(files.files)
+    model_key = model_memo.project_key(compose, config_argv, files, parsed.env_files, env, cwd)
+    # The preview and bake need the whole model (build sections): only a real override build uses the memo.
+    model = None if settings.dry_run or settings.strategy == "bake" else model_memo.recall(memo, model_key)
+    config_result = None
+    if model is None:
+        config_result = toolchain.safe_capture([*compose, *config_argv], env, 120)
+        model = _load_model(config_result, files, settings, output)
+        if model is not None:
+            model_memo.remember(memo, model_key, model)
+    facts = probe.result()
+    tools = facts.tools
     if model is None:
         # compose cannot read the project: let compose say so, exactly as it would alone.
         return 1 if settings.dry_run else _passthrough(compose, args, env)
+    if model.remembered:
+        output.debug("the compose project is unchanged since composecache last read it (memo)")
 
     plan = versions.plan_for(tools.compose_version if tools else None,
                              tools.builder if tools else toolchain.UNKNOWN_BUILDER, settings.strategy)  # fmt: skip
@@ -60,7 +72,7 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     if plan.strategy == "passthrough":
         return 0 if settings.dry_run else _passthrough(compose, args, env)
 
-    requests, invalid = _requests(model, files, settings, output, env, cwd)
+    requests, invalid = _requests(model, files, settings, output, identity)
     if plan.strategy == "bake" and tools is not None:
         from composecache.compose import bake
 
@@ -94,27 +106,41 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
 
     child_env = {**env, **plan.env}
 
+    dropped: set[str] = set()  # services a stale remembered project named that compose no longer builds
+
     def run_compose() -> int:  # the override is made from the slots each time (a retry drops imports)
-        with override.OverrideFile(override.override_document(slots)) as override_file:
+        current = {name: slot for name, slot in slots.items() if name not in dropped}
+        with override.OverrideFile(override.override_document(current)) as override_file:
             argv = [*compose, *parsed.argv(files=[*files.files, str(override_file.path)])]
             output.debug(f"running {' '.join(argv)}")
             return runner.run_foreground(argv, child_env, on_tick=build.publish_ready)
 
     layout = build.store.layout if build.store is not None else None
-    seeder = seeding.seed_imports(layout, build.imported_digests(), located, env, output)
+
+    def stale() -> bool:
+        """After a failed build with a remembered project: was the memo out of date, and did that matter?"""
+        if not model.remembered:
+            return False
+        result = toolchain.safe_capture([*compose, *config_argv], env, 120)
+        fresh = _load_model(result, files, settings, output)
+        if fresh is None or model_memo.building(fresh) == model_memo.building(model):
+            return False
+        model_memo.remember(memo, model_key, fresh)
+        gone = {name for name in slots if name not in model_memo.building(fresh)}
+        if not gone:
+            return False  # the override was valid for the new project: the failure is not ours
+        dropped.update(gone)
+        output.warn("the compose project changed in a way composecache did not notice; running compose again")
+        return True
+
+    daemon = facts.daemon if seeding.enabled(env) else None
+    seeder = seeding.seed_imports(layout, build.imported_digests(), daemon, env, output)
     try:
-        return build.run_with_recovery(run_compose)
+        return build.run_with_recovery(run_compose, stale)
     finally:
         build.finish(summary=not settings.quiet)
         if seeder is not None:
             seeder.release()
-
-
-def _probe(env: Mapping[str, str]) -> toolchain.Toolchain | None:
-    try:
-        return toolchain.probe(env)
-    except ComposecacheError:
-        return None
 
 
 def _passthrough(compose: list[str], args: list[str], env: Mapping[str, str]) -> int:
@@ -149,11 +175,9 @@ def _requests(
     files: ComposeFiles,
     settings: Settings,
     output: Output,
-    env: Mapping[str, str],
-    cwd: Path,
+    identity: runner.Background[SourceIdentity],
 ) -> tuple[list[CacheRequest], bool]:
     """The cache requests of the services that build; and whether an x-composecache was invalid."""
-    identity = None
     requests = []
     invalid = False
     for name, service in model.services.items():
@@ -161,7 +185,7 @@ def _requests(
             continue
         service_settings, problems = project.service_settings(service)
         if problems:
-            where = project.file_defining(files.files, name, cwd) or "the compose project"
+            where = project.file_defining(files.files, name, Path.cwd()) or "the compose project"
             level = output.error if settings.dry_run else output.warn
             level(f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
                   + f"; service {name} builds without the cache")  # fmt: skip
@@ -169,7 +193,5 @@ def _requests(
             continue
         if not service_settings.enabled:
             continue
-        if identity is None:
-            identity = identify(files.project_dir, env)
-        requests.append(scopes.request_for(name, service_settings, identity, settings.scope_prefix))
+        requests.append(scopes.request_for(name, service_settings, identity.result(), settings.scope_prefix))
     return requests, invalid

@@ -10,6 +10,7 @@ own cache settings stay.  The file holds local paths only; it is private
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -41,6 +42,12 @@ def override_document(slots: Mapping[str, CacheSlot]) -> dict[str, Any]:
     return {"services": services}
 
 
+def dump_json(document: Any) -> str:
+    """The override as compose reads it: JSON is YAML, and json is ~40 ms cheaper than a YAML library
+    on every build's critical path.  (The dry-run shows the same document as YAML, for people.)"""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
 def dump_yaml(document: Any) -> str:
     from ruamel.yaml import YAML
 
@@ -63,7 +70,7 @@ class OverrideFile:
         self.path = self.directory / OVERRIDE_NAME
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(dump_yaml(document))
+            handle.write(dump_json(document))
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -9,11 +9,11 @@ and the preview says it is approximate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from composecache import validation
+from composecache.record import field, record
 
 EXTENSION = "x-composecache"
 
@@ -26,7 +26,7 @@ class ModelError(Exception):
         self.message = message
 
 
-@dataclass
+@record
 class ServiceModel:
     name: str
     build: dict[str, Any] | None
@@ -38,12 +38,13 @@ class ServiceModel:
         return self.build is not None
 
 
-@dataclass
+@record
 class ProjectModel:
     name: str | None
     services: dict[str, ServiceModel]
     approximate: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
+    remembered: bool = False  # from the memo (model_memo.py): only whether services build, no build sections
 
 
 def load_yaml(text: str) -> Any:
@@ -120,7 +121,7 @@ def _model(data: dict[str, Any], *, approximate: bool) -> ProjectModel:
     return ProjectModel(name=str(name) if name else None, services=services, approximate=approximate, raw=data)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ServiceSettings:
     enabled: bool = True
     scope: str | None = None

@@ -11,11 +11,8 @@ names and has no `cache_to`: its builds reach the cache through the docker shim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from packaging.version import Version
-
-from composecache.toolchain import Builder
+from composecache.record import field, record
+from composecache.toolchain import Builder, Version
 
 CACHE_TO_SINCE = Version("2.4.0")
 BAKE_OPT_IN_SINCE = Version("2.31.0")
@@ -25,7 +22,7 @@ BAKE_ONLY_SINCE = Version("5.0.0")
 V2 = Version("2.0.0")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     """How one compose run gets the cache."""
 

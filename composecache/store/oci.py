@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from composecache.record import record
 
 DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -35,7 +36,7 @@ class OciError(ValueError):
     """An index or manifest that does not parse as one BuildKit writes."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     digest: str
     size: int

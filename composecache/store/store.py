@@ -19,21 +19,24 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composecache.errors import CacheUnavailable, ComposecacheError, UsageError
+from composecache.record import record
 from composecache.store import layout as layout_mod
 from composecache.store import oci, scopes
-from composecache.store.gc import GcReport, PruneReport, collect_garbage, prune_scope
 from composecache.store.layout import Layout
 from composecache.store.locking import HeldLock, LockTimeout, acquire
 from composecache.store.naming import safe_dirname
-from composecache.store.roots import Progress
 from composecache.store.safefs import UnsafePath, describe_os_error, read_small_file
 from composecache.store.staging import Staging, create_staging, release_lease, remove_staging, take_lease
-from composecache.store.stats import StoreStats, store_stats
-from composecache.store.verify import VerifyReport, verify_store
+
+if TYPE_CHECKING:  # the maintenance modules load only for `composecache cache ...`, not on every build
+    from composecache.store.gc import GcReport, PruneReport
+    from composecache.store.roots import Progress
+    from composecache.store.stats import StoreStats
+    from composecache.store.verify import VerifyReport
 
 Notice = Callable[[str], None]
 MODES = ("max", "min")
@@ -54,7 +57,7 @@ def spec_string(fields: list[tuple[str, str]]) -> str:
     return ",".join(parts)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImportSpec:
     scope: str
     path: Path
@@ -63,7 +66,7 @@ class ImportSpec:
     lease: Path | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PublishOutcome:
     scope: str
     published: bool
@@ -395,18 +398,26 @@ class Store:
         """Mark-and-sweep, then LRU eviction down to keep_storage bytes (see gc.py)."""
         self._require_writable("collect garbage")
         with self.locked(wait_forever=True):
+            from composecache.store.gc import collect_garbage
+
             return collect_garbage(self.layout, keep_storage=keep_storage, grace_s=grace_s, progress=progress)
 
     def prune(self, scope: str) -> PruneReport:
         """Remove one scope and the blobs no other scope or running build uses."""
         self._require_writable("prune")
         with self.locked(wait_forever=True):
+            from composecache.store.gc import prune_scope
+
             return prune_scope(self.layout, scope)
 
     def verify(self, deep: bool = False, progress: Progress | None = None) -> VerifyReport:
         """Report every problem; quarantine what is broken when writable (see verify.py)."""
         locked = (lambda: self.locked(wait_forever=True)) if self.writable else None
+        from composecache.store.verify import verify_store
+
         return verify_store(self.layout, deep=deep, locked=locked, progress=progress)
 
     def stats(self, progress: Progress | None = None) -> StoreStats:
+        from composecache.store.stats import store_stats
+
         return store_stats(self.layout, progress)

@@ -377,9 +377,9 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, objec
     monkeypatch.setattr(docker_build.toolchain, "real_docker", lambda env: Path("/real/docker"))
     monkeypatch.setattr(docker_build.toolchain, "buildx_available", lambda env: seen.get("buildx", True))
 
-    def probe(docker: Path, env: object, global_args: object = (), builder: object = None) -> Builder:
+    def probe(docker: Path, env: object, global_args: object = (), builder: object = None) -> tuple[Builder, None]:
         seen["probe"] = (global_args, builder)
-        return seen.get("builder", Builder(driver="docker", containerd_store=True))  # type: ignore[return-value]
+        return seen.get("builder", Builder(driver="docker", containerd_store=True)), None  # type: ignore[return-value]
 
     def run_foreground(argv: list[str], env: object, on_tick: object = None) -> int:
         seen["run"] = argv

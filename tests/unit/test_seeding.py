@@ -126,24 +126,16 @@ def test_a_failing_ingest_is_a_warning_and_the_build_goes_on(
 ) -> None:
     store, manifest = store_with_layers(tmp_path, [os.urandom(MB + 1)])
 
-    class Located:
-        def result(self) -> seeding.DaemonStore:
-            return daemon
-
     monkeypatch.setattr(seeding.Seeder, "_seed_one", lambda self, d: self.report.problems.append("boom") or False)
-    seeder = seeding.seed_imports(store.layout, [manifest], Located(), os.environ, Output())  # type: ignore[arg-type]
+    seeder = seeding.seed_imports(store.layout, [manifest], daemon, os.environ, Output())
     assert seeder is not None
     assert "seeding: boom" in capsys.readouterr().err
     seeder.release()
 
 
 def test_unavailable_daemon_means_the_normal_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    class Located:
-        def result(self) -> seeding.DaemonStore:
-            raise seeding.SeedUnavailable("no containerd")
-
     store, manifest = store_with_layers(tmp_path, [os.urandom(MB + 1)])
-    assert seeding.seed_imports(store.layout, [manifest], Located(), {}, Output()) is None  # type: ignore[arg-type]
+    assert seeding.seed_imports(store.layout, [manifest], "no containerd", {}, Output()) is None
     assert capsys.readouterr().err == ""  # only with -v
     assert seeding.seed_imports(store.layout, [], None, {}, Output()) is None
 
@@ -156,7 +148,14 @@ def test_enabled(value: str | None, expected: bool) -> None:
 
 def test_remote_docker_host_is_not_seeded(tmp_path: Path) -> None:
     with pytest.raises(seeding.SeedUnavailable, match="not a local socket"):
-        seeding.locate(tmp_path / "docker", {"DOCKER_HOST": "tcp://10.0.0.1:2375", "PATH": "/bin"})
+        seeding.locate({}, {"DOCKER_HOST": "tcp://10.0.0.1:2375", "PATH": "/bin"})
+
+
+def test_seeding_off_or_no_docker_info_is_unavailable() -> None:
+    with pytest.raises(seeding.SeedUnavailable, match="off"):
+        seeding.locate({}, {seeding.SEED_ENV: "0"})
+    with pytest.raises(seeding.SeedUnavailable, match="docker info failed"):
+        seeding.locate(None, {"COMPOSECACHE_CTR": "/usr/bin/ctr"})
 
 
 def test_store_from_info_needs_the_containerd_image_store(tmp_path: Path) -> None:
