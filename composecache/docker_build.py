@@ -22,9 +22,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import compose_v1, docker_args, docker_scope, runner, toolchain
+from composecache import compose_v1, docker_args, docker_scope, runner, seeding, session_probe, toolchain
 from composecache.cached_build import CachedBuild, CacheSlot
 from composecache.docker_args import BuildArgs, BuildArgsError, DockerCommand
+from composecache.memo import Memo
 from composecache.output import Output
 from composecache.settings import Settings
 
@@ -92,7 +93,8 @@ def build_with_cache(
     probe_env: Mapping[str, str],
 ) -> int:
     builder_name = build.builder or command.buildx_builder
-    builder, _ = toolchain.probe_builder(docker, probe_env, command.global_args, builder_name)
+    memo = Memo.from_env(probe_env, writable=not settings.dry_run)
+    builder, daemon = session_probe.builder_facts(docker, probe_env, memo, command.global_args, builder_name)
     if builder.error:
         # The build itself would fail the same way: let docker say so, unchanged.
         output.debug(f"buildx inspect failed ({builder.error}); running the build unchanged")
@@ -116,12 +118,17 @@ def build_with_cache(
         output.debug(f"running {shlex.join(argv)}")
         return runner.run_foreground(argv, env, on_tick=cached.publish_ready)
 
+    seeder = None
+    if builder.driver == "docker" and seeding.enabled(env) and cached.store is not None:
+        seeder = seeding.seed_imports(cached.store.layout, cached.imported_digests(), daemon, env, output)
     try:
         if "-" in (build.context, build.dockerfile):
             return run_build()  # stdin can be read only once: no second run
         return cached.run_with_recovery(run_build)
     finally:
         cached.finish(summary=not quiet)
+        if seeder is not None:
+            seeder.release()
 
 
 def rewritten_argv(docker: Path, command: DockerCommand, slot: CacheSlot, *, load: bool) -> list[str]:

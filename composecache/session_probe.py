@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,34 @@ def facts(env: Mapping[str, str], memo: Memo) -> Facts:
     return Facts(tools, daemon)
 
 
+BUILDER_KIND = "builder"
+
+
+def builder_facts(
+    docker: Path, env: Mapping[str, str], memo: Memo, global_args: Sequence[str] = (), builder: str | None = None
+) -> tuple[toolchain.Builder, seeding.DaemonStore | str]:
+    """`toolchain.probe_builder` and where the daemon keeps its content, remembered like `facts`.
+
+    For `composecache docker build`: docker's global options (-H, --context...) can point anywhere,
+    so a build that has any is asked every time.
+    """
+    base = None if global_args else probe_key(env)
+    key = fingerprint(base, str(docker), builder) if base is not None else None
+    if key is not None:
+        remembered = _builder_from_json(memo.get(BUILDER_KIND, key))
+        if remembered is not None:
+            return remembered
+    found, info = toolchain.probe_builder(docker, env, global_args, builder)
+    try:
+        daemon: seeding.DaemonStore | str = seeding.locate(info, env)
+    except seeding.SeedUnavailable as exc:
+        daemon = str(exc)
+    if key is not None and found.error is None and info is not None:
+        memo.put(BUILDER_KIND, key, {"driver": found.driver, "containerd_store": found.containerd_store,
+                                             "daemon": _daemon_to_json(daemon)})  # fmt: skip
+    return found, daemon
+
+
 def docker_config_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME") or Path.home()) / ".docker")
 
@@ -74,6 +102,21 @@ def _current_context(config_file: Path) -> str | None:
         return None
     value = data.get("currentContext") if isinstance(data, dict) else None
     return value if isinstance(value, str) else ""
+
+
+def _current_builder(buildx: Path) -> str:
+    """The builder buildx's `current` file selects ("" for the default: no file, or no name in it).
+
+    buildx writes the file on its first use in a session, with the same default selection.
+    """
+    try:
+        data = json.loads((buildx / "current").read_text())
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError):
+        return content_stamp(buildx / "current")
+    name = data.get("Name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else content_stamp(buildx / "current")
 
 
 def _dir_stamps(directory: Path) -> list[tuple[str, str]]:
@@ -114,24 +157,47 @@ def probe_key(env: Mapping[str, str]) -> str | None:
         str(docker), file_stamp(docker),
         compose, file_stamp(compose[0]),
         [(str(plugin), file_stamp(plugin)) for plugin in plugins if plugin is not None],
-        content_stamp(config / "config.json"), content_stamp(buildx / "current"), _dir_stamps(buildx / "instances"),
+        content_stamp(config / "config.json"), _current_builder(buildx), _dir_stamps(buildx / "instances"),
         socket, file_stamp(socket),
     )  # fmt: skip
 
 
+def _daemon_to_json(daemon: seeding.DaemonStore | str) -> Any:
+    if isinstance(daemon, str):
+        return daemon
+    return {"address": str(daemon.address), "namespace": daemon.namespace, "ctr": str(daemon.ctr),
+            "content_blobs": str(daemon.content_blobs) if daemon.content_blobs is not None else None}  # fmt: skip
+
+
+def _daemon_from_json(raw: Any) -> seeding.DaemonStore | str:
+    """Raises KeyError / TypeError / ValueError for anything unexpected."""
+    if isinstance(raw, str):
+        return raw
+    blobs = Path(raw["content_blobs"]) if raw["content_blobs"] else None
+    return seeding.DaemonStore(address=Path(raw["address"]), namespace=str(raw["namespace"]), ctr=Path(raw["ctr"]),
+                               content_blobs=blobs)  # fmt: skip
+
+
+def _builder_from_json(value: Any) -> tuple[toolchain.Builder, seeding.DaemonStore | str] | None:
+    try:
+        driver, store = value["driver"], value["containerd_store"]
+        builder = toolchain.Builder(driver=driver if isinstance(driver, str) else None,
+                                    containerd_store=None if store is None else bool(store))  # fmt: skip
+        return builder, _daemon_from_json(value["daemon"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _to_json(tools: toolchain.Toolchain, daemon: seeding.DaemonStore | str) -> dict[str, Any]:
-    builder = tools.builder
     return {
         "docker": str(tools.docker),
         "compose": tools.compose,
         "compose_version_text": tools.compose_version_text,
-        "driver": builder.driver,
-        "containerd_store": builder.containerd_store,
+        "driver": tools.builder.driver,
+        "containerd_store": tools.builder.containerd_store,
         "buildx_available": tools.buildx_available,
-        "daemon": daemon if isinstance(daemon, str) else {
-            "address": str(daemon.address), "namespace": daemon.namespace, "ctr": str(daemon.ctr),
-            "content_blobs": str(daemon.content_blobs) if daemon.content_blobs is not None else None},
-    }  # fmt: skip
+        "daemon": _daemon_to_json(daemon),
+    }
 
 
 def _from_json(value: Any) -> Facts | None:
@@ -144,18 +210,10 @@ def _from_json(value: Any) -> Facts | None:
         version = toolchain.parse_version(text)
         if version is None:
             return None
-        store = value["containerd_store"]
-        driver = value["driver"]
-        builder = toolchain.Builder(driver=driver if isinstance(driver, str) else None,
-                                    containerd_store=None if store is None else bool(store))  # fmt: skip
-        raw = value["daemon"]
-        daemon: seeding.DaemonStore | str
-        if isinstance(raw, str):
-            daemon = raw
-        else:
-            blobs = Path(raw["content_blobs"]) if raw["content_blobs"] else None
-            daemon = seeding.DaemonStore(address=Path(raw["address"]), namespace=str(raw["namespace"]),
-                                         ctr=Path(raw["ctr"]), content_blobs=blobs)  # fmt: skip
+        remembered = _builder_from_json(value)
+        if remembered is None:
+            return None
+        builder, daemon = remembered
         tools = toolchain.Toolchain(docker=Path(value["docker"]), compose=compose, compose_version=version,
                                     compose_version_text=text, builder=builder,
                                     buildx_available=bool(value["buildx_available"]))  # fmt: skip

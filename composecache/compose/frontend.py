@@ -64,6 +64,8 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         return 1 if settings.dry_run else _passthrough(compose, args, env)
     if model.remembered:
         output.debug("the compose project is unchanged since composecache last read it (memo)")
+    if facts.remembered:
+        output.debug("the tools and the daemon are unchanged since composecache last asked them (memo)")
 
     plan = versions.plan_for(tools.compose_version if tools else None,
                              tools.builder if tools else toolchain.UNKNOWN_BUILDER, settings.strategy)  # fmt: skip
@@ -133,7 +135,9 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         output.warn("the compose project changed in a way composecache did not notice; running compose again")
         return True
 
-    daemon = facts.daemon if seeding.enabled(env) else None
+    # Seeding fills dockerd's own content store: for the `docker` driver only (a container builder has its own).
+    driver = tools.builder.driver if tools is not None else None
+    daemon = facts.daemon if seeding.enabled(env) and driver == "docker" else None
     seeder = seeding.seed_imports(layout, build.imported_digests(), daemon, env, output)
     try:
         return build.run_with_recovery(run_compose, stale)

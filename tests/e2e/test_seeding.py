@@ -83,3 +83,20 @@ def test_seeded_new_session_imports_without_the_build_session(
     assert "debug: seeded" not in plain.stderr
     assert SESSION_TRANSFER.search(plain.output), plain.output  # without seeding the layer streams through
     assert _checksum(c, "c") == expected
+
+
+def test_docker_build_seeds_too(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    project = _project(tmp_path, rootfs_tar)
+    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": ""}
+    build = ("-v", "docker", "build", "--progress", "plain", "--network", "none", "-t", "seedimg", ".")
+    a = sessions.start("stable")
+    harness.composecache(a, *build, cwd=project, extra_env=env)
+    expected = harness.docker(a, "run", "--rm", "--network", "none", "seedimg", "cat", "/big.sha").stdout
+
+    b = sessions.start("stable")
+    seeded = harness.composecache(b, *build, cwd=project, extra_env=env)
+    harness.assert_all_run_steps_cached(seeded.output, at_least=2)
+    assert re.search(r"debug: seeded [1-9]\d* of \d+ layer blobs", seeded.stderr), seeded.stderr
+    assert not SESSION_TRANSFER.search(seeded.output), seeded.output
+    assert harness.docker(b, "run", "--rm", "--network", "none", "seedimg", "cat", "/big.sha").stdout == expected
+    assert _pinned_by_composecache(b) == []

@@ -352,6 +352,7 @@ class _FakeCachedBuild:
         self.no_export_reason = no_export_reason
         self.requests: list[CacheRequest] = []
         self.finished = False
+        self.store = None  # no store: no seeding
         _FakeCachedBuild.instances.append(self)
 
     def prepare(self, requests: list[CacheRequest]) -> dict[str, CacheSlot]:

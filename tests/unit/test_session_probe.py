@@ -67,13 +67,13 @@ def test_asked_once_then_remembered(machine: dict[str, str], probes: list[int], 
         first.tools.compose_version, first.tools.builder, first.daemon)  # fmt: skip
 
 
-def test_buildx_rewriting_the_same_current_file_keeps_the_key(machine: dict[str, str]) -> None:
-    before = session_probe.probe_key(machine)
+def test_buildx_writing_its_default_selection_keeps_the_key(machine: dict[str, str]) -> None:
     current = Path(machine["DOCKER_CONFIG"]) / "buildx" / "current"
-    current.unlink()
-    current.write_text('{"Key":"x"}')
+    current.unlink()  # a session's first build: buildx has not written the file yet
+    before = session_probe.probe_key(machine)
+    current.write_text('{"Key":"unix:///run/docker.sock","Name":"","Global":false}')
     assert session_probe.probe_key(machine) == before is not None
-    current.write_text('{"Key":"other-builder"}')
+    current.write_text('{"Key":"unix:///run/docker.sock","Name":"builder-2","Global":false}')
     assert session_probe.probe_key(machine) != before
 
 
