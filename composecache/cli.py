@@ -54,7 +54,10 @@ Options (before the compose arguments):
   -h, --help           this help
 
 Environment: COMPOSECACHE_DIR, COMPOSECACHE_DISABLE=1 (pure passthrough),
-COMPOSECACHE_READ_ONLY=1, COMPOSECACHE_SCOPE_PREFIX, COMPOSECACHE_NAMESPACE, NO_COLOR.
+COMPOSECACHE_READ_ONLY=1, COMPOSECACHE_SCOPE_PREFIX, COMPOSECACHE_NAMESPACE,
+COMPOSECACHE_SEED=0 (no seeding of the daemon's content store),
+COMPOSECACHE_MEMO=0 (ask compose and docker every time; the session memo lives in
+$COMPOSECACHE_MEMO_DIR, default ~/.cache/composecache-memo), NO_COLOR.
 Exit status: the wrapped command's; 2 for usage errors, 1 for composecache's own
 failures, 130 after Ctrl-C.
 """
