@@ -130,6 +130,9 @@ class Bench:
             check: bool = True) -> Timed:  # fmt: skip
         """Run argv in the project dir, timed; its output goes to logs/<label>.log."""
         log = self.logs / f"{label}.log"
+        # The previous run's writes (a session's extracted layers: GBs) must not be flushed during this one:
+        # the kernel throttles a writer once dirty pages pile up, and which run pays would be luck.
+        os.sync()
         before = os.getloadavg()[0]
         start = time.monotonic()
         lines = []

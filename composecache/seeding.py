@@ -43,7 +43,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import threading
 import time
@@ -121,6 +120,8 @@ def locate(info: Mapping[str, Any] | None, env: Mapping[str, str]) -> DaemonStor
     host = env.get("DOCKER_HOST", "")
     if host and not host.startswith("unix://"):
         raise SeedUnavailable(f"DOCKER_HOST {host} is not a local socket")
+    import shutil  # only when the daemon is looked up (not on a memo hit): shutil costs ~4 ms to import
+
     ctr_name = env.get("COMPOSECACHE_CTR") or shutil.which("ctr", path=env.get("PATH"))
     if not ctr_name:
         raise SeedUnavailable("ctr (containerd's client) is not on PATH")

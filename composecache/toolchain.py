@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -240,6 +239,8 @@ def safe_capture(argv: list[str], env: Mapping[str, str], timeout: float = 30) -
 
 def buildx_available(env: Mapping[str, str]) -> bool:
     plugin = find_plugin("buildx", env)
+    import shutil  # ~4 ms to import: only when the tools are probed
+
     return plugin is not None or shutil.which("docker-buildx", path=env.get("PATH")) is not None
 
 
