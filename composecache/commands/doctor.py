@@ -47,6 +47,13 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
     else:
         store = {True: "containerd image store", False: "classic image store", None: "image store unknown"}
         line(builder.can_export, f"builder driver: {builder.driver or 'unknown'} ({store[builder.containerd_store]})")
+    if builder.driver == "docker":
+        import shutil
+
+        if shutil.which("unpigz", path=env.get("PATH")) is None:
+            # Not a problem, a speed-up: containerd runs unpigz for gzip layers when it is on its PATH.
+            print("tip  unpigz is not on PATH: install pigz; containerd then decompresses layers with it (cache "
+                  "imports, pulls, docker load; here the warm flagship's extraction took 7.6 s instead of 13.5 s)")  # fmt: skip
     plan = versions.plan_for(tools.compose_version, builder, settings.strategy)
     line(
         plan.export and plan.strategy != "passthrough",
