@@ -52,8 +52,10 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
 
         if shutil.which("unpigz", path=env.get("PATH")) is None:
             # Not a problem, a speed-up: containerd runs unpigz for gzip layers when it is on its PATH.
-            print("tip  unpigz is not on PATH: install pigz; containerd then decompresses layers with it "
-                  "(cache imports, pulls, docker load: the warm flagship's extraction took 7.6 s instead of 13.5 s)")
+            print(
+                "tip  unpigz is not on PATH: install pigz; containerd then decompresses layers with it "
+                "(cache imports, pulls, docker load: the warm flagship's extraction took 7.6 s instead of 13.5 s)"
+            )
     plan = versions.plan_for(tools.compose_version, builder, settings.strategy)
     line(
         plan.export and plan.strategy != "passthrough",
