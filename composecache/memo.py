@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from composecache.store.safefs import atomic_write_bytes
+
 MEMO_ENV = "COMPOSECACHE_MEMO"
 DIR_ENV = "COMPOSECACHE_MEMO_DIR"
 MAX_ENTRIES = 128
@@ -134,15 +136,9 @@ class Memo:
         data = json.dumps({"key": key, "value": value}, sort_keys=True).encode()
         if len(data) > MAX_ENTRY_BYTES:
             return
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, path)
+            atomic_write_bytes(path, data, 0o600, durable=False)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
             return
         self._prune()
 

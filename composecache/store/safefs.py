@@ -118,12 +118,13 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE, *, durable: bool = True) -> None:
     """Replace `path` atomically: readers see the old content or the new one, never a mix.
 
     The temp file is created beside the target with O_EXCL|O_NOFOLLOW, so a
     planted symlink cannot redirect the write; os.replace replaces a symlink
-    at `path` itself rather than following it.
+    at `path` itself rather than following it.  durable=False skips the fsyncs
+    (for what may be lost in a crash, like the session memo).
     """
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -134,7 +135,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -142,7 +144,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, value: Any) -> None:

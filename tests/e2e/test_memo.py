@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.e2e import harness
 
 PROJECT_MEMO = "unchanged since composecache last read it (memo)"
@@ -22,13 +24,18 @@ def _exported(log: str) -> set[str]:
             if line.startswith("composecache: ") and "; exported" in line}  # fmt: skip
 
 
-def test_the_memo_skips_the_helper_commands_and_never_a_build(
-    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
-) -> None:
+@pytest.fixture
+def memo_lab(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path) -> tuple[harness.Session, Path, Path]:
+    """A stable session, a copy of fixtures/stack, and the session's memo directory."""
     project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
     a = sessions.start("stable")
-    memo_dir = Path(a.env()["COMPOSECACHE_MEMO_DIR"])
+    return a, project, Path(a.env()["COMPOSECACHE_MEMO_DIR"])
 
+
+def test_the_memo_skips_the_helper_commands_and_never_a_build(
+    memo_lab: tuple[harness.Session, Path, Path], cache_dir: Path
+) -> None:
+    a, project, memo_dir = memo_lab
     first = _cc(a, cache_dir, project, "build")
     assert PROJECT_MEMO not in first.output and PROBE_MEMO not in first.output
     assert _exported(first.output) == DEFAULT_SERVICES, first.output
@@ -54,13 +61,9 @@ def test_the_memo_skips_the_helper_commands_and_never_a_build(
     assert PROJECT_MEMO not in edited.output and _exported(edited.output) == DEFAULT_SERVICES
 
 
-def test_a_stale_memo_never_fails_a_build(
-    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
-) -> None:
+def test_a_stale_memo_never_fails_a_build(memo_lab: tuple[harness.Session, Path, Path], cache_dir: Path) -> None:
     """A memo that names a service compose no longer has (a key that missed a change): compose runs again."""
-    project = harness.copy_fixture("stack", tmp_path / "stack", rootfs_tar)
-    a = sessions.start("stable")
-    memo_dir = Path(a.env()["COMPOSECACHE_MEMO_DIR"])
+    a, project, memo_dir = memo_lab
     _cc(a, cache_dir, project, "build")
     (entry,) = memo_dir.glob("project-*.json")
     data = json.loads(entry.read_text())
