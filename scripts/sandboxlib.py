@@ -268,18 +268,28 @@ def start(
             start_new_session=True,  # a Ctrl-C in the caller's terminal must not reach it
         )
     (state / "launcher.pid").write_text(str(proc.pid))
+    try:
+        return _wait_until_ready(session, proc)
+    except SandboxError:
+        raise
+    except BaseException:  # interrupted while waiting (Ctrl-C, a test's time-out): no daemon left behind
+        stop(session)
+        raise
+
+
+def _wait_until_ready(session: Session, proc: subprocess.Popen[bytes]) -> Session:
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = _tail(session.log)
             _remove_state(session)
-            raise SandboxError(f"dockerd for session {name!r} exited with {proc.returncode}:\n{tail}")
+            raise SandboxError(f"dockerd for session {session.name!r} exited with {proc.returncode}:\n{tail}")
         if session.socket.exists() and _docker_info_ok(session):
             return session
         time.sleep(0.2)
     tail = _tail(session.log)
     stop(session)
-    raise SandboxError(f"dockerd for session {name!r} did not answer within {START_DEADLINE_S:.0f}s:\n{tail}")
+    raise SandboxError(f"dockerd for session {session.name!r} did not answer within {START_DEADLINE_S:.0f}s:\n{tail}")
 
 
 def _docker_info_ok(session: Session) -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from tests.e2e import harness
 
@@ -89,3 +92,21 @@ def test_classic_store_session_cannot_export_a_local_cache(
     assert result.returncode != 0
     assert "Cache export is not supported for the docker driver" in result.output
     assert not (tmp_path / "cache" / "index.json").exists()
+
+
+def test_an_interrupted_start_leaves_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C (or a test's time-out) while a session is starting stops its dockerd and removes its state."""
+    sandboxlib = harness.sandboxlib
+    started: list[int] = []
+
+    def interrupted(session: harness.Session) -> bool:
+        started.extend(pid for pid in (session.pid(), sandboxlib._read_pid(session.state / "launcher.pid")) if pid)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sandboxlib, "_docker_info_ok", interrupted)
+    name = f"intr{os.getpid() % 100000}"
+    with pytest.raises(KeyboardInterrupt):
+        sandboxlib.start(name, leg="stable")
+    assert started, "the daemon never got as far as being asked"
+    assert not (sandboxlib.sandbox_root() / name).exists()
+    assert not any(sandboxlib._alive(pid) for pid in started)
