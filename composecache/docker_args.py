@@ -15,7 +15,7 @@ guess: the caller passes the command through unchanged (fail open).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from composecache.record import field, record
 
@@ -233,15 +233,11 @@ def image_repository(tag: str) -> str:
     return name.removeprefix("library/")
 
 
-# Docker global options that have an environment-variable equivalent (for
-# `docker ... compose`, where compose is started by composecache, not by the
-# docker CLI).  The others (-D, -l, --tls, --tlscacert, ...) have none.
-def global_options_env(global_args: list[str]) -> dict[str, str | None] | None:
-    """The environment changes equivalent to docker's global options; None if one has no equivalent.
+def global_options(global_args: list[str]) -> Iterator[tuple[str, str, bool]]:
+    """docker's global options as (name, value, inline): `-Hx`, `-H=x`, `--host=x` and `--host x` alike.
 
-    A value of None means "remove this variable".
+    value is "" for a flag that takes none (inline False); `--` is passed over.
     """
-    changes: dict[str, str | None] = {}
     i = 0
     while i < len(global_args):
         arg = global_args[i]
@@ -251,8 +247,32 @@ def global_options_env(global_args: list[str]) -> dict[str, str | None] | None:
             name, sep, inline = arg[:2], "=", arg[2:].removeprefix("=")
         else:
             name, sep, inline = arg, "", ""
-        value = inline if sep else (global_args[i + 1] if i + 1 < len(global_args) else "")
-        i += 1 if sep or not _takes_value(name, GLOBAL_VALUE_LONG, GLOBAL_VALUE_SHORT) else 2
+        takes = _takes_value(name, GLOBAL_VALUE_LONG, GLOBAL_VALUE_SHORT)
+        value = inline if sep else (global_args[i + 1] if takes and i + 1 < len(global_args) else "")
+        i += 1 if sep or not takes else 2
+        if name != "--":
+            yield name, value, bool(sep)
+
+
+def global_option(global_args: list[str], name: str) -> str | None:
+    """The value docker would use for the global option `name` (the last one given), or None."""
+    found = None
+    for option, value, _ in global_options(global_args):
+        if option == name:
+            found = value
+    return found
+
+
+# Docker global options that have an environment-variable equivalent (for
+# `docker ... compose`, where compose is started by composecache, not by the
+# docker CLI).  The others (-D, -l, --tls, --tlscacert, ...) have none.
+def global_options_env(global_args: list[str]) -> dict[str, str | None] | None:
+    """The environment changes equivalent to docker's global options; None if one has no equivalent.
+
+    A value of None means "remove this variable".
+    """
+    changes: dict[str, str | None] = {}
+    for name, value, inline in global_options(global_args):
         if name in {"-H", "--host"}:
             if "DOCKER_HOST" in changes and changes["DOCKER_HOST"] != value:
                 return None  # several hosts: the docker CLI refuses them anyway
@@ -262,10 +282,8 @@ def global_options_env(global_args: list[str]) -> dict[str, str | None] | None:
             changes.setdefault("DOCKER_HOST", None)  # --context wins over DOCKER_HOST, the variable does not
         elif name == "--config":
             changes["DOCKER_CONFIG"] = value
-        elif name == "--tlsverify" and _is_true(inline if sep else None):
+        elif name == "--tlsverify" and _is_true(value if inline else None):
             changes["DOCKER_TLS_VERIFY"] = "1"
-        elif name == "--":
-            continue
         else:
             return None
     return changes

@@ -119,7 +119,7 @@ def build_with_cache(
         return runner.run_foreground(argv, env, on_tick=cached.publish_ready)
 
     seeder = None
-    if builder.driver == "docker" and seeding.enabled(env) and cached.store is not None:
+    if builder.driver == "docker" and cached.store is not None:  # COMPOSECACHE_SEED=0: `daemon` says so
         seeder = seeding.seed_imports(cached.store.layout, cached.imported_digests(), daemon, env, output)
     try:
         if "-" in (build.context, build.dockerfile):
@@ -144,12 +144,7 @@ def rewritten_argv(docker: Path, command: DockerCommand, slot: CacheSlot, *, loa
 
 def _probe_env(command: DockerCommand, env: Mapping[str, str]) -> dict[str, str]:
     """The environment for finding plugins: `--config DIR` moves the plugin directory too."""
-    config = None
-    for i, arg in enumerate(command.global_args):
-        if arg == "--config" and i + 1 < len(command.global_args):
-            config = command.global_args[i + 1]
-        elif arg.startswith("--config="):
-            config = arg.partition("=")[2]
+    config = docker_args.global_option(command.global_args, "--config")
     return {**env, "DOCKER_CONFIG": config} if config else dict(env)
 
 

@@ -50,10 +50,7 @@ def facts(env: Mapping[str, str], memo: Memo) -> Facts:
         tools = toolchain.probe(env)
     except ComposecacheError as exc:
         return Facts(None, str(exc))
-    try:
-        daemon: seeding.DaemonStore | str = seeding.locate(tools.daemon_info, env)
-    except seeding.SeedUnavailable as exc:
-        daemon = str(exc)
+    daemon = _locate(tools.daemon_info, env)
     complete = tools.compose_version is not None and tools.builder.error is None and tools.daemon_info is not None
     if key is not None and complete:
         memo.put(KIND, key, _to_json(tools, daemon))
@@ -78,18 +75,18 @@ def builder_facts(
         if remembered is not None:
             return remembered
     found, info = toolchain.probe_builder(docker, env, global_args, builder)
-    try:
-        daemon: seeding.DaemonStore | str = seeding.locate(info, env)
-    except seeding.SeedUnavailable as exc:
-        daemon = str(exc)
+    daemon = _locate(info, env)
     if key is not None and found.error is None and info is not None:
-        memo.put(BUILDER_KIND, key, {"driver": found.driver, "containerd_store": found.containerd_store,
-                                             "daemon": _daemon_to_json(daemon)})  # fmt: skip
+        memo.put(BUILDER_KIND, key, _builder_to_json(found, daemon))
     return found, daemon
 
 
-def docker_config_dir(env: Mapping[str, str]) -> Path:
-    return Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME") or Path.home()) / ".docker")
+def _locate(info: Mapping[str, Any] | None, env: Mapping[str, str]) -> seeding.DaemonStore | str:
+    """The daemon's store seeding may use, or why it cannot."""
+    try:
+        return seeding.locate(info, env)
+    except seeding.SeedUnavailable as exc:
+        return str(exc)
 
 
 def _current_context(config_file: Path) -> str | None:
@@ -134,7 +131,7 @@ def probe_key(env: Mapping[str, str]) -> str | None:
         compose = toolchain.compose_command(env)
     except ComposecacheError:
         return None
-    config = docker_config_dir(env)
+    config = toolchain.docker_config_dir(env)
     host = env.get("DOCKER_HOST")
     if not host:
         context = _current_context(config / "config.json")
@@ -178,6 +175,10 @@ def _daemon_from_json(raw: Any) -> seeding.DaemonStore | str:
                                content_blobs=blobs)  # fmt: skip
 
 
+def _builder_to_json(builder: toolchain.Builder, daemon: seeding.DaemonStore | str) -> dict[str, Any]:
+    return {"driver": builder.driver, "containerd_store": builder.containerd_store, "daemon": _daemon_to_json(daemon)}
+
+
 def _builder_from_json(value: Any) -> tuple[toolchain.Builder, seeding.DaemonStore | str] | None:
     try:
         driver, store = value["driver"], value["containerd_store"]
@@ -193,10 +194,8 @@ def _to_json(tools: toolchain.Toolchain, daemon: seeding.DaemonStore | str) -> d
         "docker": str(tools.docker),
         "compose": tools.compose,
         "compose_version_text": tools.compose_version_text,
-        "driver": tools.builder.driver,
-        "containerd_store": tools.builder.containerd_store,
         "buildx_available": tools.buildx_available,
-        "daemon": _daemon_to_json(daemon),
+        **_builder_to_json(tools.builder, daemon),
     }
 
 

@@ -65,11 +65,15 @@ def real_docker(env: Mapping[str, str]) -> Path:
     return found
 
 
+def docker_config_dir(env: Mapping[str, str]) -> Path:
+    """The docker CLI's configuration directory: $DOCKER_CONFIG, else ~/.docker."""
+    return Path(env.get("DOCKER_CONFIG") or Path(env.get("HOME") or Path.home()) / ".docker")
+
+
 def plugin_dirs(env: Mapping[str, str]) -> list[Path]:
     """Where the docker CLI looks for plugins, in its order."""
-    config = env.get("DOCKER_CONFIG") or str(Path(env.get("HOME") or Path.home()) / ".docker")
     return [
-        Path(config) / "cli-plugins",
+        docker_config_dir(env) / "cli-plugins",
         Path("/usr/local/lib/docker/cli-plugins"),
         Path("/usr/local/libexec/docker/cli-plugins"),
         Path("/usr/lib/docker/cli-plugins"),

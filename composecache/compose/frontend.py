@@ -48,7 +48,9 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     probe = runner.Background(session_probe.facts, env, memo)
     identity = runner.Background(identify, files.project_dir, env)  # git, when the project is a checkout
     config_argv = parsed.config_argv(files.files)
-    model_key = model_memo.project_key(compose, config_argv, files, parsed.env_files, env, cwd)
+    # --dry-run neither recalls nor writes the project memo: no key to compute.
+    model_key = None if settings.dry_run else model_memo.project_key(compose, config_argv, files,
+                                                                      parsed.env_files, env, cwd)  # fmt: skip
     # The preview and bake need the whole model (build sections): only a real override build uses the memo.
     model = None if settings.dry_run or settings.strategy == "bake" else model_memo.recall(memo, model_key)
     config_result = None
@@ -125,10 +127,13 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
             return False
         result = toolchain.safe_capture([*compose, *config_argv], env, 120)
         fresh = _load_model(result, files, settings, output)
-        if fresh is None or model_memo.building(fresh) == model_memo.building(model):
+        if fresh is None:
+            return False
+        building = model_memo.building(fresh)
+        if building == model_memo.building(model):
             return False
         model_memo.remember(memo, model_key, fresh)
-        gone = {name for name in slots if name not in model_memo.building(fresh)}
+        gone = {name for name in slots if name not in building}
         if not gone:
             return False  # the override was valid for the new project: the failure is not ours
         dropped.update(gone)
@@ -136,8 +141,9 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         return True
 
     # Seeding fills dockerd's own content store: for the `docker` driver only (a container builder has its own).
+    # (COMPOSECACHE_SEED=0: facts.daemon says so, and seed_imports does nothing.)
     driver = tools.builder.driver if tools is not None else None
-    daemon = facts.daemon if seeding.enabled(env) and driver == "docker" else None
+    daemon = facts.daemon if driver == "docker" else None
     seeder = seeding.seed_imports(layout, build.imported_digests(), daemon, env, output)
     try:
         return build.run_with_recovery(run_compose, stale)
