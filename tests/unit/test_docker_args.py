@@ -179,6 +179,15 @@ def test_global_options_as_environment(global_args: list[str], changes: dict[str
     assert docker_args.global_options_env(global_args) == changes
 
 
+@pytest.mark.parametrize(
+    ("global_args", "config"),
+    [([], None), (["--config", "/a"], "/a"), (["--config=/a"], "/a"), (["-D", "--config", "/a"], "/a"),
+     (["--config", "/a", "--config", "/b"], "/b"), (["--tlscacert", "--config", "-D"], None), (["--config"], "")],
+)  # fmt: skip
+def test_one_global_option_beside_any_others(global_args: list[str], config: str | None) -> None:
+    assert docker_args.global_option(global_args, "--config") == config
+
+
 def test_apply_env_sets_and_removes() -> None:
     env = {"DOCKER_HOST": "unix:///old", "KEEP": "1"}
     assert docker_args.apply_env(env, {"DOCKER_HOST": None, "DOCKER_CONTEXT": "c"}) == {
