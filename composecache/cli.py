@@ -5,7 +5,7 @@
     composecache cache|shim|doctor ...           composecache's own commands
 
 This module only parses composecache's own options and dispatches; it is also
-the one error boundary that turns errors into exit codes (DESIGN.md 4.3).
+the one error boundary that turns errors into exit codes (docs/reference.md, exit codes).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
         from composecache.commands import doctor
 
         return doctor.main
-    from composecache import docker_build
+    from composecache.docker import build as docker_build
 
     return docker_build.main
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fallback(args: list[str], settings: Settings) -> int:
     """Run the wrapped command plainly after an internal error (fail open)."""
-    from composecache import toolchain
+    from composecache.session import toolchain
 
     _, rest, _ = parse_own_options(args, settings)
     # Plainly, all the way down: a composecache shim the command starts (the docker CLI

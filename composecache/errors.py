@@ -1,4 +1,4 @@
-"""The one error type users see, and the exit codes it maps to (DESIGN.md 4.3)."""
+"""The one error type users see, and the exit codes it maps to (docs/reference.md)."""
 
 from __future__ import annotations
 
