@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from composecache import __version__, runner
-from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError
+from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError, strict_mode
 from composecache.output import Output
 from composecache.settings import STRATEGIES, Settings
 
@@ -163,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:  # the boundary: an internal error must not cost the user their build
-        if settings.verbose:
+        if settings.verbose or strict_mode():
             import traceback
 
             traceback.print_exc()
-        if runner.user_command_started() or not args:
+        if runner.user_command_started() or not args or strict_mode():
             output.error(f"internal error: {exc!r} (run with -v for the traceback)")
             return 1
         output.warn(f"internal error ({exc!r}); running the command without the cache")
