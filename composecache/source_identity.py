@@ -2,9 +2,12 @@
 
 Sessions check the same repository out into different directories and pass
 their own `-p`, so scopes are keyed on the source: the git remote URL without
-credentials, scheme or `.git` suffix; else the project directory's name.  The
-current branch, when it is not the default one, gives a branch scope that
-imports from the default branch's scope as a fallback.
+credentials, scheme or `.git` suffix, plus the project's path inside the
+repository (two compose projects of one monorepo never share a scope); else
+the project directory's name (compose/scopes.py adds what tells unrelated
+projects of one name apart).  The current branch, when it is not the default
+one, gives a branch scope that imports from the default branch's scope as a
+fallback.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ DEFAULT_BRANCH_GUESSES = ("main", "master")
 class SourceIdentity:
     name: str  # "github.com/org/repo" or the directory name
     branch: str | None = None  # the current branch, when it is not the default branch
+    from_git: bool = False  # name is the repository's (with the path inside it), not a directory name
 
     def scope(self, item: str) -> str:
         return f"{self.name}/{item}"
@@ -72,12 +76,19 @@ def identify(directory: Path, env: Mapping[str, str]) -> SourceIdentity:
         key, _, value = line.partition(" ")
         urls[key[len("remote.") : -len(".url")]] = value
     url = urls.get("origin") or next(iter(urls.values()), None)
-    name = normalize_remote(url) if url else fallback.name
+    if url:
+        name = normalize_remote(url)
+    else:  # a repository without a remote: its top-level directory's name
+        top = _git(directory, git_env, "rev-parse", "--show-toplevel")
+        name = Path(top).name if top else fallback.name
+    prefix = (_git(directory, git_env, "rev-parse", "--show-prefix") or "").strip("/")
+    if prefix:
+        name = f"{name}/{prefix}"
     branch = _git(directory, git_env, "symbolic-ref", "-q", "--short", "HEAD")
     if not branch:
-        return SourceIdentity(name=name)
+        return SourceIdentity(name=name, from_git=True)
     default = _git(directory, git_env, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD")
     default = default.split("/", 1)[1] if default and "/" in default else default
     if branch == default or (default is None and branch in DEFAULT_BRANCH_GUESSES):
-        return SourceIdentity(name=name)
-    return SourceIdentity(name=name, branch=branch)
+        return SourceIdentity(name=name, from_git=True)
+    return SourceIdentity(name=name, branch=branch, from_git=True)

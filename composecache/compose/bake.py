@@ -70,14 +70,14 @@ def run(
     output: Output,
     env: Mapping[str, str],
     config_yaml: str,
+    built: list[str],
 ) -> int:
     compose = tools.compose
     if parsed.subcommand == "watch":
-        output.warn("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without the cache")
+        output.fall_back("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without "
+                         "the cache")  # fmt: skip
         runner.exec_replace([*compose, *parsed.argv()], env)
-    services = [name for name, service in model.services.items() if service.builds]
-    if parsed.services and parsed.subcommand == "build":
-        services = [name for name in services if name in parsed.services]
+    services = list(built)
     build = CachedBuild(settings, output, export=plan.export, no_export_reason="" if plan.export else "import only")
     build.prepare([request for request in requests if request.key in services])
     with OverrideFile({}) as private:

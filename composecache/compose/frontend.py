@@ -8,14 +8,16 @@ problem: one warning line, and compose runs as it would alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from composecache import runner
-from composecache.cached_build import CachedBuild, CacheRequest
-from composecache.compose import cmdline, model_memo, override, project, scopes, versions
-from composecache.compose.files import ComposeFiles, find_files
+from composecache.cached_build import CachedBuild, CacheRequest, CacheSlot
+from composecache.compose import cmdline, model_memo, override, project, resolve, scopes, versions
+from composecache.compose import files as files_mod
+from composecache.compose.files import ComposeFiles
 from composecache.errors import ComposecacheError
 from composecache.output import Output
 from composecache.session import probe as session_probe
@@ -36,62 +38,57 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         compose = ["docker", "compose"]  # only shown: the preview reads the file itself
     if settings.disabled or (not parsed.can_build and not settings.dry_run):
         return _passthrough(compose, args, env)
-    cwd = Path.cwd()
-    files = find_files(parsed.files, parsed.project_directory, parsed.env_files, env, cwd)
-    if not files.files or "-" in files.files:
-        if files.files:
-            output.warn("compose file from stdin: building without the cache")
-        if settings.dry_run:
-            output.error("no compose file found" if not files.files else "cannot preview a compose file from stdin")
-            return 1
-        return _passthrough(compose, args, env)
+    if not parsed.can_build:  # --dry-run of a command that builds nothing: what really runs
+        from composecache.compose import dryrun
 
+        dryrun.render_passthrough([*compose, *args])
+        return 0
+    cwd = files_mod.logical_cwd(env)
     memo = Memo.from_env(env, writable=not settings.dry_run)
     probe = runner.Background(session_probe.facts, env, memo)
+
+    def compose_version() -> toolchain.Version | None:
+        tools = probe.result().tools
+        return tools.compose_version if tools is not None else None
+
+    files = resolve.discover(parsed, env, cwd, compose_version)
     identity = runner.Background(identify, files.project_dir, env)  # git, when the project is a checkout
-    config_argv = parsed.config_argv(files.files)
-    # --dry-run neither recalls nor writes the project memo: no key to compute.
-    model_key = None if settings.dry_run else model_memo.project_key(compose, config_argv, files,
-                                                                      parsed.env_files, env, cwd)  # fmt: skip
-    # The preview and bake need the whole model (build sections): only a real override build uses the memo.
-    model = None if settings.dry_run or settings.strategy == "bake" else model_memo.recall(memo, model_key)
-    config_result = None
-    if model is None:
-        config_result = toolchain.safe_capture([*compose, *config_argv], env, 120)
-        model = _load_model(config_result, files, settings, output)
-        if model is not None:
-            model_memo.remember(memo, model_key, model)
+    resolved = resolve.resolve(parsed, compose, env, cwd, files, settings, output, memo)
+    if isinstance(resolved, resolve.NoCache):
+        if resolved.status is not None:
+            return resolved.status
+        return _passthrough(compose, args, env)
+    model = resolved.model
+    model_key = resolved.model_key
+    config_argv = resolved.config_argv
     facts = probe.result()
     tools = facts.tools
-    if model is None:
-        # compose cannot read the project: let compose say so, exactly as it would alone.
-        return 1 if settings.dry_run else _passthrough(compose, args, env)
-    if model.remembered:
-        output.debug("the compose project is unchanged since composecache last read it (memo)")
     if facts.remembered:
         output.debug("the tools and the daemon are unchanged since composecache last asked them (memo)")
 
     plan = versions.plan_for(tools.compose_version if tools else None,
                              tools.builder if tools else toolchain.UNKNOWN_BUILDER, settings.strategy)  # fmt: skip
+    if plan.strategy == "passthrough":
+        output.fall_back(plan.warnings[0] if plan.warnings else "this Compose cannot use the cache; building without")
+        return 0 if settings.dry_run else _passthrough(compose, args, env)
     for warning in plan.warnings:
         output.warn(warning)
-    if plan.strategy == "passthrough":
-        return 0 if settings.dry_run else _passthrough(compose, args, env)
 
-    requests, invalid = _requests(model, files, settings, output, identity)
+    requests, followers, invalid = _requests(model, resolved.built, files, settings, output, identity)
     if plan.strategy == "bake" and tools is not None:
         from composecache.compose import bake
 
-        assert config_result is not None
-        return bake.run(parsed, files, model, requests, plan, tools, settings, output, env, config_result.stdout)
+        assert resolved.config_yaml is not None
+        return bake.run(parsed, files, model, requests, plan, tools, settings, output, env, resolved.config_yaml,
+                        resolved.built)  # fmt: skip
 
     build = CachedBuild(settings, output, export=plan.export,
                         no_export_reason="" if plan.export else "import only")  # fmt: skip
     slots = build.prepare(requests)
-    document = override.override_document(slots)
+    document = override.override_document(_with_followers(slots, followers))
     problems = override.validate(document)
     if problems:  # our own bug: never let it reach compose
-        output.warn("generated override is invalid (" + "; ".join(problems) + "); building without the cache")
+        output.fall_back("generated override is invalid (" + "; ".join(problems) + "); building without the cache")
         build.finish(summary=False)
         return 1 if settings.dry_run else _passthrough(compose, args, env)
 
@@ -99,27 +96,29 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         from composecache.compose import dryrun
 
         diffs = []
-        for name, service in model.services.items():
-            if service.build is not None:
-                after = dryrun.effective_build(service.build, document["services"].get(name, {}).get("build"))
-                diffs.append(dryrun.service_diff(name, service.build, after))
-        notes = build.summary_lines()
+        for name in resolved.built:
+            service = model.services[name]
+            assert service.build is not None
+            after = dryrun.effective_build(service.build, document["services"].get(name, {}).get("build"))
+            diffs.append(dryrun.service_diff(name, service.build, after))
+        notes = [*dryrun.missing_sources(model, resolved.built, output), *build.summary_lines()]
         if model.approximate:
             notes.insert(0, "compose could not be run: the preview read the file without compose and is approximate")
-        argv = [*compose, *parsed.argv(files=[*files.files, "<override>"])]
-        dryrun.render(output, diffs, argv, plan.env, notes, document)
+        own_files, own_env = resolved.argv_env(["<override>"])
+        argv = [*compose, *parsed.argv(files=own_files)]
+        dryrun.render(output, diffs, argv, {**own_env, **plan.env}, notes, document)
         return 1 if invalid else 0
-
-    child_env = {**env, **plan.env}
 
     dropped: set[str] = set()  # services a stale remembered project named that compose no longer builds
 
     def run_compose() -> int:  # the override is made from the slots each time (a retry drops imports)
         current = {name: slot for name, slot in slots.items() if name not in dropped}
-        with override.OverrideFile(override.override_document(current)) as override_file:
-            argv = [*compose, *parsed.argv(files=[*files.files, str(override_file.path)])]
-            output.debug(f"running {' '.join(argv)}")
-            return runner.run_foreground(argv, child_env, on_tick=build.publish_ready)
+        document = override.override_document(_with_followers(current, followers))
+        with override.OverrideFile(document) as override_file:
+            own_files, own_env = resolved.argv_env([str(override_file.path)])
+            argv = [*compose, *parsed.argv(files=own_files)]
+            output.debug(f"running {' '.join(argv)}" + "".join(f" ({k}={v})" for k, v in own_env.items()))
+            return runner.run_foreground(argv, {**env, **plan.env, **own_env}, on_tick=build.publish_ready)
 
     layout = build.store.layout if build.store is not None else None
 
@@ -127,14 +126,17 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         """After a failed build with a remembered project: was the memo out of date, and did that matter?"""
         if not model.remembered:
             return False
-        result = toolchain.safe_capture([*compose, *config_argv], env, 120)
-        fresh = _load_model(result, files, settings, output)
-        if fresh is None:
+        result = toolchain.safe_capture([*compose, *config_argv], {**env, **resolved.own_env}, 120)
+        if result.returncode != 0:
+            return False
+        try:
+            fresh = project.model_from_config_output(result.stdout)
+        except project.ModelError:
             return False
         building = model_memo.building(fresh)
         if building == model_memo.building(model):
             return False
-        model_memo.remember(memo, model_key, fresh)
+        model_memo.remember(memo, model_key, fresh, files.project_dir)
         gone = {name for name in slots if name not in building}
         if not gone:
             return False  # the override was valid for the new project: the failure is not ours
@@ -160,50 +162,51 @@ def _passthrough(compose: list[str], args: list[str], env: Mapping[str, str]) ->
     return 127  # not reached
 
 
-def _load_model(
-    result: runner.Captured | None, files: ComposeFiles, settings: Settings, output: Output
-) -> project.ProjectModel | None:
-    if result is not None and result.returncode == 0:
-        try:
-            return project.model_from_config_output(result.stdout)
-        except project.ModelError as exc:
-            output.warn(f"could not read `compose config` output ({exc.message}); building without the cache")
-            return None
-    if not settings.dry_run:
-        return None
-    message = (result.stderr.strip() if result is not None else "") or "compose config failed"
-    if len(files.files) == 1 and result is not None and result.returncode == 127:
-        try:
-            return project.model_from_file(Path(files.files[0]))
-        except project.ModelError as exc:
-            output.error(exc.message)
-            return None
-    output.error(message)
-    return None
+def _with_followers(slots: Mapping[str, CacheSlot], followers: Mapping[str, str]) -> dict[str, CacheSlot]:
+    """The slots, plus one per service that shares its image and build with another: import only."""
+    out = dict(slots)
+    for follower, leader in followers.items():
+        slot = slots.get(leader)
+        if slot is not None:
+            out[follower] = CacheSlot(slot.request, cache_from=list(slot.cache_from))
+    return out
 
 
 def _requests(
     model: project.ProjectModel,
+    built: list[str],
     files: ComposeFiles,
     settings: Settings,
     output: Output,
     identity: runner.Background[SourceIdentity],
-) -> tuple[list[CacheRequest], bool]:
-    """The cache requests of the services that build; and whether an x-composecache was invalid."""
-    requests = []
+) -> tuple[list[CacheRequest], dict[str, str], bool]:
+    """The cache requests of the services this command builds, the followers of shared builds, and
+    whether an x-composecache was invalid."""
+    requests: dict[str, CacheRequest] = {}  # by the first service of its shared build
+    followers: dict[str, str] = {}
     invalid = False
-    for name, service in model.services.items():
-        if not service.builds:
+    group_of = model.shared_builds()
+    for name in built:
+        service = model.services[name]
+        leader = group_of.get(name, name)
+        if leader in requests:
+            followers[name] = requests[leader].key
             continue
         service_settings, problems = project.service_settings(service)
         if problems:
             where = project.file_defining(files.files, name, Path.cwd()) or "the compose project"
-            level = output.error if settings.dry_run else output.warn
-            level(f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-                  + f"; service {name} builds without the cache")  # fmt: skip
+            message = (f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+                       + f"; service {name} builds without the cache")  # fmt: skip
+            if settings.dry_run:
+                output.error(message)
+            else:
+                output.fall_back(message)
             invalid = True
             continue
         if not service_settings.enabled:
+            output.debug(f"{name}: x-composecache.enabled is false: builds without the cache")
             continue
-        requests.append(scopes.request_for(name, service_settings, identity.result(), settings.scope_prefix))
-    return requests, invalid
+        source = scopes.source_for(identity.result(), model.services[leader], files.project_dir)
+        request = scopes.request_for(leader, service_settings, source, settings.scope_prefix)
+        requests[leader] = dataclasses.replace(request, key=name)
+    return list(requests.values()), followers, invalid
