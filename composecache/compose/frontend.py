@@ -182,15 +182,17 @@ def _requests(
 ) -> tuple[list[CacheRequest], dict[str, str], bool]:
     """The cache requests of the services this command builds, the followers of shared builds, and
     whether an x-composecache was invalid."""
-    requests: dict[str, CacheRequest] = {}  # by the first service of its shared build
+    requests: dict[str, CacheRequest] = {}  # by scope item: the image's repository, else the service
     followers: dict[str, str] = {}
     invalid = False
-    group_of = model.shared_builds()
+    identical = model.shared_builds()  # follower -> the first service with the same image and build
     for name in built:
         service = model.services[name]
-        leader = group_of.get(name, name)
-        if leader in requests:
-            followers[name] = requests[leader].key
+        # A service that names its image is cached under the image's name: the services that build one
+        # image share one scope, whichever of them this command loads.
+        item = service.image_repository or name
+        if item in requests and name in identical:
+            followers[name] = requests[item].key
             continue
         service_settings, problems = project.service_settings(service)
         if problems:
@@ -206,7 +208,9 @@ def _requests(
         if not service_settings.enabled:
             output.debug(f"{name}: x-composecache.enabled is false: builds without the cache")
             continue
-        source = scopes.source_for(identity.result(), model.services[leader], files.project_dir)
-        request = scopes.request_for(leader, service_settings, source, settings.scope_prefix)
-        requests[leader] = dataclasses.replace(request, key=name)
+        source = scopes.source_for(identity.result(), service, files.project_dir)
+        request = scopes.request_for(item, service_settings, source, settings.scope_prefix)
+        requests.setdefault(item, dataclasses.replace(request, key=name))
+        if requests[item].key != name:  # same image, another build: its own export to the same scope
+            requests[name] = dataclasses.replace(request, key=name)
     return list(requests.values()), followers, invalid

@@ -90,7 +90,7 @@ def project_key(
 
 
 def to_json(model: ProjectModel, project_dir: Path | None = None) -> dict[str, Any]:
-    services = {name: {"builds": service.builds, "extension": service.extension,
+    services = {name: {"builds": service.builds, "extension": service.extension, "image": service.image_repository,
                        "shape": service.shape_digest(project_dir) if project_dir and service.builds else None}
                 for name, service in model.services.items()}  # fmt: skip
     return {"name": model.name, "services": services, "shared": model.shared_builds()}
@@ -107,7 +107,9 @@ def from_json(value: Any) -> ProjectModel | None:
         shape = entry.get("shape")
         if entry.get("builds") and not isinstance(shape, str):
             return None
-        services[name] = ServiceModel(name=name, build={} if entry.get("builds") else None, image=None,
+        image = entry.get("image")
+        services[name] = ServiceModel(name=name, build={} if entry.get("builds") else None,
+                                      image=image if isinstance(image, str) else None,
                                       extension=entry.get("extension"), remembered_shape=shape)  # fmt: skip
     name = value.get("name")
     shared = value.get("shared")

@@ -54,6 +54,17 @@ class ServiceModel:
     def builds(self) -> bool:
         return self.build is not None
 
+    @property
+    def image_repository(self) -> str | None:
+        """The image this service builds, without tag or digest (None: compose names the image itself)."""
+        if not self.image:
+            return None
+        name = self.image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        return name or None
+
 
 @dataclass
 class ProjectModel:
