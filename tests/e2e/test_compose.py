@@ -219,6 +219,7 @@ def test_classic_store_session_imports_and_says_it_cannot_export(
     assert len(warnings) == 1, result.stderr
 
 
+@pytest.mark.fail_open
 def test_invalid_extension_is_one_warning_and_a_successful_build(
     sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
 ) -> None:

@@ -51,6 +51,9 @@ from tests.e2e.faultkit import (
     warnings,
 )
 
+# Faults: these tests check the fail-open path itself (one warning, then a normal build).
+pytestmark = pytest.mark.fail_open
+
 PLAIN = ("--progress", "plain")
 
 
