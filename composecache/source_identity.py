@@ -68,21 +68,20 @@ def identify(directory: Path, env: Mapping[str, str]) -> SourceIdentity:
     fallback = SourceIdentity(name=directory.resolve().name or "root")
     git_env = {key: value for key, value in env.items() if not key.startswith("GIT_")}
     git_env["GIT_TERMINAL_PROMPT"] = "0"
-    remotes = _git(directory, git_env, "config", "--get-regexp", r"^remote\..*\.url$")
-    if remotes is None:
+    where = _git(directory, git_env, "rev-parse", "--show-toplevel", "--show-prefix")
+    if where is None:
         return fallback
+    top, _, prefix = where.partition("\n")
+    remotes = _git(directory, git_env, "config", "--get-regexp", r"^remote\..*\.url$") or ""
     urls = {}
     for line in remotes.splitlines():
         key, _, value = line.partition(" ")
         urls[key[len("remote.") : -len(".url")]] = value
     url = urls.get("origin") or next(iter(urls.values()), None)
-    if url:
-        name = normalize_remote(url)
-    else:  # a repository without a remote: its top-level directory's name
-        top = _git(directory, git_env, "rev-parse", "--show-toplevel")
-        name = Path(top).name if top else fallback.name
-    prefix = (_git(directory, git_env, "rev-parse", "--show-prefix") or "").strip("/")
-    if prefix:
+    # Without a remote: the repository's directory name (as stable as a directory name can be).
+    name = normalize_remote(url) if url else (Path(top).name or fallback.name)
+    prefix = prefix.strip().strip("/")
+    if prefix:  # the project's path inside the repository: one repository, many compose projects
         name = f"{name}/{prefix}"
     branch = _git(directory, git_env, "symbolic-ref", "-q", "--short", "HEAD")
     if not branch:

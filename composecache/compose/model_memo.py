@@ -89,9 +89,10 @@ def project_key(
     )  # fmt: skip
 
 
-def to_json(model: ProjectModel, project_dir: Path | None = None) -> dict[str, Any]:
-    services = {name: {"builds": service.builds, "extension": service.extension, "image": service.image_repository,
-                       "shape": service.shape_digest(project_dir) if project_dir and service.builds else None}
+def to_json(model: ProjectModel, project_dir: Path) -> dict[str, Any]:
+    services = {name: {"builds": service.builds, "extension": service.extension,
+                       "image": service.image_repository if service.builds else None,
+                       "shape": service.shape_digest(project_dir) if service.builds else None}
                 for name, service in model.services.items()}  # fmt: skip
     return {"name": model.name, "services": services, "shared": model.shared_builds()}
 
@@ -123,7 +124,7 @@ def recall(memo: Memo, key: str | None) -> ProjectModel | None:
     return from_json(memo.get(KIND, key)) if key is not None else None
 
 
-def remember(memo: Memo, key: str | None, model: ProjectModel, project_dir: Path | None = None) -> None:
+def remember(memo: Memo, key: str | None, model: ProjectModel, project_dir: Path) -> None:
     if key is not None and not model.approximate:
         memo.put(KIND, key, to_json(model, project_dir))
 

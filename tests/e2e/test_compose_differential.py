@@ -26,7 +26,6 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,13 +130,16 @@ NAMINGS = [
            args=("--project-directory", "sub")),
     Naming("dotenv-plain", files={".env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\n"}),
     Naming("dotenv-comments-quotes-export", files={".env": (
-        "# the files\n\n  export COMPOSE_FILE=\"compose.yaml:docker/compose.dev.yml\" # dev too\nTAG='v1 # not a comment'\n"
+        "# the files\n\n  export COMPOSE_FILE=\"compose.yaml:docker/compose.dev.yml\" # dev too\n"
+        "TAG='v1 # not a comment'\n"
     )}),
     Naming("dotenv-interpolation", files={".env": "BASE=docker\nCOMPOSE_FILE=compose.yaml:${BASE}/compose.dev.yml\n"}),
     Naming("dotenv-default-interpolation",
            files={".env": "COMPOSE_FILE=compose.yaml:${DIR:-docker}/compose.dev.yml\nTAG=${TAG:-dotenv}\n"}),
-    Naming("dotenv-repeated-keys", files={".env": "COMPOSE_FILE=compose.yaml\nCOMPOSE_FILE=compose.yaml:docker/compose.dev.yml\n"}),
-    Naming("dotenv-separator", files={".env": "COMPOSE_PATH_SEPARATOR=,\nCOMPOSE_FILE=compose.yaml,docker/compose.dev.yml\n"}),
+    Naming("dotenv-repeated-keys",
+           files={".env": "COMPOSE_FILE=compose.yaml\nCOMPOSE_FILE=compose.yaml:docker/compose.dev.yml\n"}),
+    Naming("dotenv-separator",
+           files={".env": "COMPOSE_PATH_SEPARATOR=,\nCOMPOSE_FILE=compose.yaml,docker/compose.dev.yml\n"}),
     Naming("dotenv-yaml-style-and-single-quotes", files={".env": "COMPOSE_FILE: 'compose.yaml'\nTAG: yaml\n"}),
     Naming("os-env-wins-over-dotenv", env={"COMPOSE_FILE": "compose.yaml"},
            files={".env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\n"}),
@@ -146,7 +148,8 @@ NAMINGS = [
     Naming("compose-env-files", env={"COMPOSE_ENV_FILES": "envs/dev.env"},
            files={"envs/dev.env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\nTAG=dev\n"}),
     Naming("compose-env-files-two", env={"COMPOSE_ENV_FILES": "envs/a.env,envs/b.env"},
-           files={"envs/a.env": "TAG=a\nCOMPOSE_FILE=compose.yaml\n", "envs/b.env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\n"}),
+           files={"envs/a.env": "TAG=a\nCOMPOSE_FILE=compose.yaml\n",
+                  "envs/b.env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\n"}),
     Naming("env-file-flag", args=("--env-file", "envs/dev.env"),
            files={"envs/dev.env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\nTAG=flag\n"}),
     Naming("dotenv-profiles", files={".env": "COMPOSE_PROFILES=tools\nTAG=profiles\n"}),
@@ -297,7 +300,8 @@ def check_case(
     theirs = yaml.safe_load(own.stdout)
     ours = _strip_cache(yaml.safe_load(with_override.stdout), yaml.safe_load(override_path.read_text()) or {})
     if ours != theirs:
-        return f"{where}: composecache's command gives another model\n--- compose\n{own.stdout}\n--- ours\n{with_override.stdout}"
+        return (f"{where}: composecache's command gives another model\n--- compose\n{own.stdout}\n"
+                f"--- ours\n{with_override.stdout}")  # fmt: skip
     expected = _expected_built(theirs, command, services)
     covered = set((document.get("services") or {}).keys())
     # Services that share one image and one build share one scope and one export: the first of
@@ -333,5 +337,3 @@ def test_composecache_builds_exactly_what_compose_builds(leg: str, tmp_path: Pat
     assert len(CASES) >= 45
     assert not problems, f"{len(problems)} of {len(CASES)} cases differ:\n\n" + "\n\n".join(problems)
     assert not any((tmp_path / "cache").iterdir()), "a dry run wrote to the cache"
-
-

@@ -152,7 +152,7 @@ def test_generations() -> None:
 def _env(text: str, current: dict[str, str] | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     env = current or {}
-    dotenv.parse(text, out, lambda name: env.get(name))
+    dotenv.parse(text, out, env.get)
     return out
 
 
