@@ -120,7 +120,7 @@ IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
 def import_times(env: dict[str, str], cwd: str) -> dict[str, Any]:
     """Cumulative import times (ms) of the build path's modules, biggest first."""
-    code = "import composecache.cli, composecache.compose.frontend, composecache.seeding"
+    code = "import composecache.cli, composecache.compose.frontend, composecache.session.seeding"
     runs = []
     for _ in range(5):
         proc = subprocess.run([PYTHON, "-X", "importtime", "-c", code], env=env, cwd=cwd, capture_output=True,

@@ -30,7 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from composecache import shim, toolchain  # noqa: E402
+from composecache.session import toolchain  # noqa: E402
+from composecache.shim import install as shim  # noqa: E402
 
 DEFAULT_ARGS = ["version", "--format", "{{.Client.Version}}"]
 

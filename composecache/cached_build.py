@@ -9,16 +9,16 @@ line and the build goes on without (that part of) the cache.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from composecache.errors import CacheUnavailable
 from composecache.output import Output, printable
-from composecache.record import field, record
 from composecache.settings import Settings
 from composecache.store import ImportSpec, PublishOutcome, Staging, Store
 from composecache.store.layout import Layout
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class CacheRequest:
     """What one service (or image) wants from the store."""
 
@@ -28,7 +28,7 @@ class CacheRequest:
     mode: str = "max"
 
 
-@record
+@dataclass
 class CacheSlot:
     """What the store gave one request, and what became of its export."""
 

@@ -5,7 +5,7 @@
     composecache cache|shim|doctor ...           composecache's own commands
 
 This module only parses composecache's own options and dispatches; it is also
-the one error boundary that turns errors into exit codes (DESIGN.md 4.3).
+the one error boundary that turns errors into exit codes (docs/reference.md, exit codes).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from composecache import __version__, runner
-from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError
+from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError, strict_mode
 from composecache.output import Output
 from composecache.settings import STRATEGIES, Settings
 
@@ -125,7 +125,7 @@ def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
         from composecache.commands import doctor
 
         return doctor.main
-    from composecache import docker_build
+    from composecache.docker import build as docker_build
 
     return docker_build.main
 
@@ -163,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:  # the boundary: an internal error must not cost the user their build
-        if settings.verbose:
+        if settings.verbose or strict_mode():
             import traceback
 
             traceback.print_exc()
-        if runner.user_command_started() or not args:
+        if runner.user_command_started() or not args or strict_mode():
             output.error(f"internal error: {exc!r} (run with -v for the traceback)")
             return 1
         output.warn(f"internal error ({exc!r}); running the command without the cache")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fallback(args: list[str], settings: Settings) -> int:
     """Run the wrapped command plainly after an internal error (fail open)."""
-    from composecache import toolchain
+    from composecache.session import toolchain
 
     _, rest, _ = parse_own_options(args, settings)
     # Plainly, all the way down: a composecache shim the command starts (the docker CLI

@@ -68,6 +68,19 @@ class Output:
         """A cache problem we fail open on: always shown, even with --quiet."""
         self._emit(f"{PREFIX}: warning: {message}", "33")
 
+    def fall_back(self, message: str) -> None:
+        """The one line that says the cache is off, for a service or the whole run, and why.
+
+        Every path that drops the cache goes through here; --quiet hides the line.  With
+        COMPOSECACHE_STRICT=1 it raises StrictFallback instead (tests must not pass on it).
+        """
+        from composecache.errors import StrictFallback, strict_mode
+
+        if strict_mode():
+            raise StrictFallback(f"strict mode: {message}")
+        if not self.quiet:
+            self._emit(f"{PREFIX}: warning: {message}", "33")
+
     def error(self, message: str, hint: str | None = None) -> None:
         self._emit(f"{PREFIX}: error: {message}", "31")
         if hint:

@@ -15,11 +15,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Generic, TypeVar
 
 from composecache.errors import ComposecacheError
-from composecache.record import record
 
 # siginfo_t.si_code values (Linux, asm-generic/siginfo.h).
 SI_USER = 0  # kill(2)
@@ -69,7 +69,7 @@ class Background(Generic[T]):
         return self._result  # type: ignore[return-value]
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Captured:
     returncode: int
     stdout: str

@@ -1,12 +1,12 @@
-"""composecache's settings: its own command-line options over the environment (DESIGN.md 4.2)."""
+"""composecache's settings: its own command-line options over the environment (docs/reference.md, environment)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-from composecache.record import record, replace
+from typing import Any
 
 DEFAULT_SHARED_DIR = Path("/buildkit-cache")
 DEFAULT_NAMESPACE = "default"
@@ -24,7 +24,7 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(xdg) / "composecache"
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Settings:
     cache_dir: Path
     disabled: bool = False
@@ -48,5 +48,5 @@ class Settings:
             namespace=env.get("COMPOSECACHE_NAMESPACE") or DEFAULT_NAMESPACE,
         )
 
-    def with_options(self, **changes: object) -> Settings:
+    def with_options(self, **changes: Any) -> Settings:
         return replace(self, **changes)

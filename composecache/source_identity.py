@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from composecache.errors import ComposecacheError
-from composecache.record import record
 from composecache.runner import capture
 
 SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")  # git@host:org/repo.git
 DEFAULT_BRANCH_GUESSES = ("main", "master")
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class SourceIdentity:
     name: str  # "github.com/org/repo" or the directory name
     branch: str | None = None  # the current branch, when it is not the default branch

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,6 @@ import typer
 
 from composecache.errors import EXIT_FAILURE, EXIT_USAGE, ComposecacheError
 from composecache.output import Output, printable
-from composecache.record import record
 from composecache.settings import Settings
 from composecache.store import Store
 from composecache.store.gc import GcReport
@@ -40,7 +40,7 @@ app = typer.Typer(
 )
 
 
-@record
+@dataclass
 class CacheState:
     settings: Settings
     output: Output

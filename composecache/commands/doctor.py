@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from composecache import toolchain
 from composecache.compose import versions
 from composecache.output import Output
+from composecache.session import toolchain
 from composecache.settings import Settings
 
 
@@ -76,7 +76,7 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
     )
     for ok, text, fix in _project_findings(tools, env):
         line(ok, text, fix)
-    from composecache import shim
+    from composecache.shim import install as shim
 
     for ok, text, fix in shim.doctor_findings(env):
         line(ok, text, fix)

@@ -1,4 +1,4 @@
-"""`composecache shim install|uninstall|status`: wiring and output for composecache.shim."""
+"""`composecache shim install|uninstall|status`: wiring and output for composecache.shim.install."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from composecache import shim
 from composecache.errors import UsageError
 from composecache.output import Output
 from composecache.settings import Settings
+from composecache.shim import install as shim
 
 DESCRIPTION = """\
 Install transparent shims so every build a session runs shares the cache:

@@ -22,8 +22,8 @@ from composecache.compose.override import OverrideFile
 from composecache.compose.project import ProjectModel
 from composecache.compose.versions import Plan
 from composecache.output import Output
+from composecache.session.toolchain import Toolchain, Version, parse_version, safe_capture
 from composecache.settings import Settings
-from composecache.toolchain import Toolchain, Version, parse_version, safe_capture
 
 # buildx enforces filesystem entitlements for bake from 0.20 on.
 FS_ENTITLEMENTS_SINCE = Version("0.20.0")

@@ -10,8 +10,7 @@ re-adds (with its override file last).
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from composecache.record import field, record
+from dataclasses import dataclass, field
 
 # `docker compose --help` (2.26 - 2.40, v5).  Flags not listed are taken as booleans.
 GLOBAL_VALUE_FLAGS = {
@@ -32,7 +31,7 @@ SUBCOMMAND_VALUE_FLAGS = {
 }  # fmt: skip
 
 
-@record
+@dataclass
 class ComposeArgs:
     global_args: list[str] = field(default_factory=list)  # as given, without -f/--file
     files: list[str] = field(default_factory=list)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-
-from composecache.record import record
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 # compose-go's own order (cli.DefaultOverrideFileNames): .yml before .yaml here.
@@ -23,7 +22,7 @@ OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml", "docker-compo
                   "docker-compose.override.yaml")  # fmt: skip
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ComposeFiles:
     files: list[str]  # as compose should get them with -f (may be relative to cwd, or "-")
     project_dir: Path  # where relative paths in the model resolve (compose's working dir)

@@ -12,13 +12,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import runner, seeding, session_probe, toolchain
+from composecache import runner
 from composecache.cached_build import CachedBuild, CacheRequest
 from composecache.compose import cmdline, model_memo, override, project, scopes, versions
 from composecache.compose.files import ComposeFiles, find_files
 from composecache.errors import ComposecacheError
-from composecache.memo import Memo
 from composecache.output import Output
+from composecache.session import probe as session_probe
+from composecache.session import seeding, toolchain
+from composecache.session.memo import Memo
 from composecache.settings import Settings
 from composecache.source_identity import SourceIdentity, identify
 

@@ -23,11 +23,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from composecache import toolchain
 from composecache.compose.files import ComposeFiles
 from composecache.compose.project import ProjectModel, ServiceModel
-from composecache.memo import Memo, fingerprint
-from composecache.memo import stamp as file_stamp
+from composecache.session import toolchain
+from composecache.session.memo import Memo, fingerprint
+from composecache.session.memo import stamp as file_stamp
 
 KIND = "project"
 FORMAT = 1

@@ -1,6 +1,6 @@
 """What each Compose version can do with a local cache, and how we drive it.
 
-Upstream facts (DESIGN.md section 2): `build.cache_to` needs 2.4.0; Compose
+Upstream facts (docs/design.md, Compose versions): `build.cache_to` needs 2.4.0; Compose
 can build through `buildx bake` since 2.31.0 (opt-in), by default since 2.37.0,
 and on that path `cache_to` was dropped until 2.37.3 (COMPOSE_BAKE=false
 restores the classic builder there); v5 builds through bake only and honours
@@ -11,8 +11,9 @@ names and has no `cache_to`: its builds reach the cache through the docker shim
 
 from __future__ import annotations
 
-from composecache.record import field, record
-from composecache.toolchain import Builder, Version
+from dataclasses import dataclass, field
+
+from composecache.session.toolchain import Builder, Version
 
 CACHE_TO_SINCE = Version("2.4.0")
 BAKE_OPT_IN_SINCE = Version("2.31.0")
@@ -22,7 +23,7 @@ BAKE_ONLY_SINCE = Version("5.0.0")
 V2 = Version("2.0.0")
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Plan:
     """How one compose run gets the cache."""
 

@@ -21,9 +21,9 @@ import contextlib
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from composecache.record import field, record
 from composecache.store import scopes
 from composecache.store.layout import Layout
 from composecache.store.naming import is_safe_dirname, safe_dirname
@@ -33,7 +33,7 @@ from composecache.store.safefs import TEMP_NAME_RE, remove_tree
 CLOCK_SLACK_S = 2.0  # blob mtimes and lock mtimes come from the same clock; allow coarse timestamps
 
 
-@record
+@dataclass
 class GcReport:
     bytes_before: int = 0
     bytes_after: int = 0
@@ -53,7 +53,7 @@ class GcReport:
         return self.keep_storage is None or self.bytes_after <= self.keep_storage
 
 
-@record
+@dataclass
 class PruneReport:
     scope: str
     found: bool

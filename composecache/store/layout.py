@@ -22,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from composecache.errors import CacheUnavailable
-from composecache.record import record
 from composecache.store.naming import safe_dirname
 from composecache.store.safefs import (
     DIR_MODE,
@@ -49,7 +49,7 @@ HINT_MARKER = "if this directory is not a composecache store, use another COMPOS
 HINT_PERMISSIONS = "check the directory's owner and mode, or set COMPOSECACHE_DIR / --cache-dir elsewhere"
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Layout:
     base: Path
     namespace: str

@@ -19,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
-
-from composecache.record import record
 
 DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -36,7 +35,7 @@ class OciError(ValueError):
     """An index or manifest that does not parse as one BuildKit writes."""
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Descriptor:
     digest: str
     size: int

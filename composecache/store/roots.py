@@ -16,9 +16,9 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from composecache.record import field, record
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
 from composecache.store.locking import HeldLock, probe
@@ -28,7 +28,7 @@ from composecache.store.staging import LEASE_SUFFIX, LOCK_SUFFIX, lease_manifest
 Progress = Callable[[str, int, int], None]
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class BlobFile:
     hex: str
     size: int
@@ -39,7 +39,7 @@ class BlobFile:
         return f"sha256:{self.hex}"
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ScopeRefs:
     path: Path
     name: str
@@ -47,7 +47,7 @@ class ScopeRefs:
     digests: frozenset[str]
 
 
-@record
+@dataclass
 class Roots:
     scope_refs: list[ScopeRefs] = field(default_factory=list)
     broken: list[tuple[Path, scopes.ScopeProblem]] = field(default_factory=list)

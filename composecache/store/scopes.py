@@ -21,10 +21,10 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from composecache.record import record
 from composecache.store import oci
 from composecache.store.layout import BLOBS_LINK, Layout
 from composecache.store.naming import is_safe_dirname
@@ -62,14 +62,14 @@ class ScopeProblem(Exception):
         self.digest = digest
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ScopeRecord:
     name: str | None
     last_used: float | None
     published: float | None
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ScopeContent:
     manifest: oci.Descriptor
     references: list[oci.Descriptor]
@@ -245,7 +245,7 @@ def quarantine_bad_blob(layout: Layout, problem: ScopeProblem) -> Path | None:
     return quarantine(layout, path, str(problem))
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class QuarantineEntry:
     path: Path
     reason: str

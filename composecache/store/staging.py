@@ -20,9 +20,9 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from composecache.record import field, record
 from composecache.store import oci
 from composecache.store.layout import BLOBS_LINK, Layout
 from composecache.store.locking import HeldLock, LockTimeout, create_and_lock
@@ -42,7 +42,7 @@ LEASE_SUFFIX = ".lease"
 CREATE_ATTEMPTS = 5
 
 
-@record(eq=False)
+@dataclass(eq=False)
 class Staging:
     """A build's private export directory; `cache_to` is what to hand to BuildKit."""
 

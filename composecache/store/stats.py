@@ -9,17 +9,17 @@ scope references: exports in flight, or what the next gc removes.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composecache.record import field, record
 from composecache.store import scopes
 from composecache.store.layout import Layout
 from composecache.store.roots import Progress, blob_files, collect_roots
 from composecache.store.scopes import QuarantineEntry
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ScopeStats:
     name: str
     dirname: str
@@ -29,7 +29,7 @@ class ScopeStats:
     problem: str | None = None  # None when importable as far as a cheap look can tell
 
 
-@record
+@dataclass
 class StoreStats:
     root: Path
     cache_dir: Path

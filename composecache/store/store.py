@@ -6,7 +6,7 @@
     ... run the build ...
     outcome = store.publish(staging)          # atomic, checked, never raises for cache problems
 
-Concurrency rules (DESIGN.md 3, principle 3): imports are pinned with
+Concurrency rules (docs/store.md): imports are pinned with
 `digest=` so BuildKit never reads a scope's index.json nor takes its lock;
 every export goes to private staging; publishing happens under composecache's
 own store lock after checking that every blob the new manifest names exists,
@@ -19,11 +19,11 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composecache.errors import CacheUnavailable, ComposecacheError, UsageError
-from composecache.record import record
 from composecache.store import layout as layout_mod
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
@@ -57,7 +57,7 @@ def spec_string(fields: list[tuple[str, str]]) -> str:
     return ",".join(parts)
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ImportSpec:
     scope: str
     path: Path
@@ -66,7 +66,7 @@ class ImportSpec:
     lease: Path | None = None
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class PublishOutcome:
     scope: str
     published: bool

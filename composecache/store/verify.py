@@ -20,15 +20,15 @@ import os
 import stat
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from composecache.record import field, record
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
 from composecache.store.roots import Progress, blob_files
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Problem:
     scope: str | None  # None: a blob no scope uses
     digest: str | None
@@ -36,7 +36,7 @@ class Problem:
     detail: str
 
 
-@record
+@dataclass
 class VerifyReport:
     deep: bool
     scopes_checked: int = 0
@@ -51,7 +51,7 @@ class VerifyReport:
         return not self.problems
 
 
-@record
+@dataclass
 class _Walk:
     refs: dict[Path, frozenset[str]] = field(default_factory=dict)
     broken: dict[Path, scopes.ScopeProblem] = field(default_factory=dict)

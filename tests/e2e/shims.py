@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from composecache import shim
+from composecache.shim import install as shim
 from tests.e2e import harness
 
 

@@ -1,6 +1,6 @@
 """Issue 6, fault suite: a build never fails because of the cache, and nothing is lost.
 
-One test per fault row of the issue (docs/security.md has the table of rows and outcomes; keep the
+One test per fault row (docs/security.md has the table of rows and outcomes; keep the
 two in step).  Every test asserts the three things the issue asks for:
 
 1. the user's build exits as it would without composecache (where that is not simply "it

@@ -1,4 +1,4 @@
-"""The session memo (composecache/memo.py) against a real session: it saves the helper commands, never a build."""
+"""The session memo (composecache/session/memo.py) against a real session: it saves helper commands, never a build."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Issue 6, attack suite: sharing cache layers never lets one session reach another's files.
 
-One test per bullet of the issue's security list (docs/security.md has the threat model and
+One test per row of the attack table (docs/security.md has the threat model and
 says which test shows what):
 
 - hostile names wherever a name reaches a path: nothing is created outside the cache root;

@@ -1,4 +1,4 @@
-"""Seeding the session daemon's content store (composecache/seeding.py) against real daemons.
+"""Seeding the session daemon's content store (composecache/session/seeding.py) against real daemons.
 
 A fresh session imports a cache whose layers composecache copied into its
 daemon beforehand: every step is CACHED, no layer comes through the build

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache import shim
+from composecache.shim import install as shim
 from tests.e2e import harness
 from tests.e2e.shims import ShimmedSession, notices, scenario_copy, shimmed
 from tests.tree_snapshot import snapshot

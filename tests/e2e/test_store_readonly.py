@@ -1,7 +1,7 @@
 """Issue 3 acceptance: a session whose cache mount is read-only imports with full hits, on both
 toolchain legs, and never writes.
 
-Measured (DESIGN.md 2): without `digest=` buildx 0.13.1 silently builds cold from a read-only
+Measured: without `digest=` buildx 0.13.1 silently builds cold from a read-only
 mount, because BuildKit takes a lock file beside index.json even to read.  The store pins every
 import by digest, so BuildKit never touches index.json nor its lock.
 """

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from composecache import toolchain
 from composecache.compose import versions
-from composecache.toolchain import Builder
+from composecache.session import toolchain
+from composecache.session.toolchain import Builder
 
 CONTAINERD = Builder(driver="docker", containerd_store=True)
 CLASSIC = Builder(driver="docker", containerd_store=False)

@@ -11,12 +11,15 @@ from typing import ClassVar
 
 import pytest
 
-from composecache import compose_v1, docker_args, docker_build, docker_scope
 from composecache.cached_build import CacheRequest, CacheSlot
-from composecache.docker_args import BUILDX_BUILD, COMPOSE, OTHER, PLAIN_BUILD
+from composecache.docker import build as docker_build
+from composecache.docker import cmdline as docker_args
+from composecache.docker import compose_v1
+from composecache.docker import scope as docker_scope
+from composecache.docker.cmdline import BUILDX_BUILD, COMPOSE, OTHER, PLAIN_BUILD
 from composecache.output import Output
+from composecache.session.toolchain import Builder
 from composecache.settings import Settings
-from composecache.toolchain import Builder
 
 
 @pytest.mark.parametrize(
@@ -287,7 +290,7 @@ def test_compose_v1_project_candidates(tmp_path: Path) -> None:
 
 def test_compose_v1_parent_process_is_found(tmp_path: Path) -> None:
     """A process named docker-compose starts us: its arguments are read from /proc."""
-    script = "from composecache import compose_v1; print(compose_v1.parent_compose_args())"
+    script = "from composecache.docker import compose_v1; print(compose_v1.parent_compose_args())"
     starter = tmp_path / "starter.py"
     starter.write_text(f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {script!r}])\n")
     result = subprocess.run([sys.executable, str(starter)], capture_output=True, text=True, check=True)
@@ -498,8 +501,8 @@ def test_dry_run_prints_the_command_and_runs_nothing(fake_run: dict[str, object]
 
 @pytest.fixture
 def compose_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
-    from composecache import docker_compose
     from composecache.compose import frontend
+    from composecache.docker import compose_passthrough as docker_compose
 
     seen: dict[str, object] = {}
 
@@ -522,7 +525,7 @@ def compose_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, 
 
 
 def _compose(args: list[str], env: dict[str, str], settings: Settings | None = None) -> None:
-    from composecache import docker_compose
+    from composecache.docker import compose_passthrough as docker_compose
 
     command = docker_args.classify(args)
     docker_compose.run(command, args, settings or Settings(cache_dir=Path("/nonexistent")), Output(), env)
@@ -563,7 +566,7 @@ def test_compose_from_the_plugin_shim_passes_through_to_the_real_plugin(compose_
 def test_compose_without_a_compose_plugin_is_left_to_docker(
     compose_calls: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from composecache import docker_compose
+    from composecache.docker import compose_passthrough as docker_compose
 
     monkeypatch.setattr(docker_compose.toolchain, "find_plugin", lambda name, env: None)
     _compose(["compose", "build"], {"DOCKER_CONFIG": str(tmp_path / "empty"), "HOME": str(tmp_path)})

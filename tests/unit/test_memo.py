@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from composecache import memo as memo_mod
-from composecache.memo import Memo, content_stamp, fingerprint, stamp
+from composecache.session import memo as memo_mod
+from composecache.session.memo import Memo, content_stamp, fingerprint, stamp
 
 
 def test_put_then_get(tmp_path: Path) -> None:

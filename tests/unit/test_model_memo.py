@@ -9,7 +9,7 @@ import pytest
 from composecache.compose import model_memo
 from composecache.compose.files import ComposeFiles
 from composecache.compose.project import model_from_config_output
-from composecache.memo import Memo
+from composecache.session.memo import Memo
 
 COMPOSE = """\
 services:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from composecache import seeding
 from composecache.output import Output
+from composecache.session import seeding
 from composecache.store import Store
 from tests.unit.store_fakes import CACHECONFIG, publish_layers
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache import seeding
+from composecache.session import seeding
 from composecache.store import Store
 from tests.unit.store_fakes import publish_layers
 from tests.unit.test_seeding import MB, fake_daemon

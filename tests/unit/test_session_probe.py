@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from composecache import seeding, session_probe, toolchain
-from composecache.memo import Memo
+from composecache.session import probe as session_probe
+from composecache.session import seeding, toolchain
+from composecache.session.memo import Memo
 
 
 @pytest.fixture

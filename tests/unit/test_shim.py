@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from composecache import shim, toolchain
 from composecache.errors import ComposecacheError
+from composecache.session import toolchain
+from composecache.shim import install as shim
 from tests.tree_snapshot import snapshot
 
 FAKE = """#!/bin/sh

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from composecache.cached_build import CacheRequest
-from composecache.docker_args import BuildArgs, image_repository, is_url_context
+from composecache.docker.cmdline import BuildArgs, image_repository, is_url_context
 from composecache.source_identity import SourceIdentity, identify, normalize_remote
 
 DEFAULT_MODE = "max"

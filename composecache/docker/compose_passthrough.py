@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from composecache import docker_args, runner, toolchain
-from composecache.docker_args import DockerCommand
+from composecache import runner
+from composecache.docker import cmdline as docker_args
+from composecache.docker.cmdline import DockerCommand
 from composecache.output import Output
+from composecache.session import toolchain
 from composecache.settings import Settings
 
 # Set by the docker CLI for the plugin it starts; the real plugin run standalone must not see them.

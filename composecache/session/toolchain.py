@@ -11,11 +11,11 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from composecache.errors import ComposecacheError
-from composecache.record import record
 from composecache.runner import Background, Captured, capture
 
 SHIM_MARKER = b"composecache-shim"
@@ -146,7 +146,7 @@ def parse_version(text: str) -> Version | None:
     return Version(match.group(1)) if match else None
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Builder:
     """What the build backend compose / buildx will use can do."""
 
@@ -191,7 +191,7 @@ def _parse_builder(inspect: Captured, info: dict[str, Any] | None) -> Builder:
 UNKNOWN_BUILDER = Builder(driver=None, containerd_store=None)
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Toolchain:
     docker: Path
     compose: list[str]

@@ -47,13 +47,13 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from composecache import runner
 from composecache.errors import ComposecacheError
 from composecache.output import Output
-from composecache.record import field, record
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
 
@@ -78,7 +78,7 @@ class SeedUnavailable(Exception):
     """Seeding cannot be used here; the message says why (shown with -v)."""
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class DaemonStore:
     """Where a session daemon keeps its containerd content, as far as composecache can reach it."""
 
@@ -91,7 +91,7 @@ class DaemonStore:
         return [str(self.ctr), "-a", str(self.address), "-n", self.namespace, *args]
 
 
-@record
+@dataclass
 class SeedReport:
     candidates: int = 0
     present: int = 0

@@ -10,7 +10,7 @@ rewritten `docker buildx build` -> runner -> publish.
   or without buildx it runs unchanged, with a one-line notice.
 - `--cache-from` is added for every scope that exists (pinned by digest),
   `--cache-to` to a private staging directory; the user's own cache flags stay.
-- `docker ... compose ...` goes to the compose front-end (composecache.docker_compose).
+- `docker ... compose ...` goes to the compose front-end (composecache.docker.compose_passthrough).
 - Every other docker command is replaced by the real docker (exec: no overhead).
 """
 
@@ -22,11 +22,16 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import compose_v1, docker_args, docker_scope, runner, seeding, session_probe, toolchain
+from composecache import runner
 from composecache.cached_build import CachedBuild, CacheSlot
-from composecache.docker_args import BuildArgs, BuildArgsError, DockerCommand
-from composecache.memo import Memo
+from composecache.docker import cmdline as docker_args
+from composecache.docker import compose_v1
+from composecache.docker import scope as docker_scope
+from composecache.docker.cmdline import BuildArgs, BuildArgsError, DockerCommand
 from composecache.output import Output
+from composecache.session import probe as session_probe
+from composecache.session import seeding, toolchain
+from composecache.session.memo import Memo
 from composecache.settings import Settings
 
 # strconv.ParseBool, which the docker CLI uses for DOCKER_BUILDKIT.
@@ -44,7 +49,7 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
     env = dict(os.environ)
     command = docker_args.classify(args)
     if command.kind == docker_args.COMPOSE:
-        from composecache import docker_compose
+        from composecache.docker import compose_passthrough as docker_compose
 
         return docker_compose.run(command, args, settings, output, env)
     docker = toolchain.real_docker(env)

@@ -16,8 +16,7 @@ guess: the caller passes the command through unchanged (fail open).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-
-from composecache.record import field, record
+from dataclasses import dataclass, field
 
 # `docker --help`, Global Options.
 GLOBAL_VALUE_LONG = {"--host", "--context", "--config", "--log-level", "--tlscacert", "--tlscert", "--tlskey"}
@@ -46,7 +45,7 @@ COMPOSE = "compose"
 OTHER = "other"
 
 
-@record
+@dataclass
 class DockerCommand:
     """`docker` arguments split into global options, the command words and the rest."""
 
@@ -110,7 +109,7 @@ def classify(args: list[str]) -> DockerCommand:
     return command
 
 
-@record
+@dataclass
 class BuildArgs:
     """What composecache needs to know about one build's flags (the flags stay as typed)."""
 

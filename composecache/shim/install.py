@@ -24,20 +24,20 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from composecache import toolchain
 from composecache.errors import ComposecacheError
-from composecache.record import record
 from composecache.runner import capture
-from composecache.shim_scripts import COMPOSE, DOCKER, PLUGIN, ShimScript, parse_header, render
+from composecache.session import toolchain
+from composecache.shim.scripts import COMPOSE, DOCKER, PLUGIN, ShimScript, parse_header, render
 
 BACKUP_SUFFIX = ".composecache-orig"
 NAMES = {DOCKER: "docker", COMPOSE: "docker-compose", PLUGIN: "docker-compose"}
 TITLES = {DOCKER: "docker", COMPOSE: "docker-compose", PLUGIN: "compose plugin"}
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Change:
     kind: str
     path: Path
@@ -45,7 +45,7 @@ class Change:
     detail: str = ""
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ShimStatus:
     kind: str
     path: Path

@@ -12,9 +12,8 @@ reads `# real:` and the marker (`composecache-shim`, in the first 512 bytes).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-
-from composecache.record import record
 
 MARKER = "composecache-shim"
 DOCKER = "docker"  # <dir>/docker
@@ -29,7 +28,7 @@ _COMPOSE_GLOBAL_VALUES = ("-f|--file|-p|--project-name|--profile|--env-file|--pr
 _COMPOSE_BUILDING = "build|up|run|create|watch"
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class ShimScript:
     kind: str
     real: Path | None  # the binary it wraps (None: a docker-compose shim over `docker compose`)

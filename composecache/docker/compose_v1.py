@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from composecache.docker_args import BuildArgs
+from composecache.docker.cmdline import BuildArgs
 
 # Compose v1's image name for a service without `image:` (compose/service.py image_name).
 V1_TAG = re.compile(r"^[a-z0-9][-_a-z0-9]*_[A-Za-z0-9._-]+$")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from composecache import seeding, toolchain
 from composecache.errors import ComposecacheError
-from composecache.memo import Memo, content_stamp, fingerprint
-from composecache.memo import stamp as file_stamp
-from composecache.record import record
+from composecache.session import seeding, toolchain
+from composecache.session.memo import Memo, content_stamp, fingerprint
+from composecache.session.memo import stamp as file_stamp
 
 KIND = "probe"
 FORMAT = 1
@@ -32,7 +32,7 @@ KEY_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_API_VERSION
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
-@record(frozen=True)
+@dataclass(frozen=True)
 class Facts:
     tools: toolchain.Toolchain | None  # None: docker or compose could not be run
     daemon: seeding.DaemonStore | str  # the store seeding may use, or why it cannot

@@ -1,0 +1,1 @@
+"""The docker command line: docker build / buildx build with the cache, `docker compose` via the shim, Compose v1."""

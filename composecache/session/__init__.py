@@ -1,0 +1,1 @@
+"""This session's tools and daemon: what they can do, the session memo, seeding the daemon's content store."""

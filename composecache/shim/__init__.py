@@ -1,0 +1,1 @@
+"""The transparent docker / docker-compose shims: their scripts, and installing them."""
