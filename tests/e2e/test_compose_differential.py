@@ -153,6 +153,8 @@ NAMINGS = [
     Naming("env-file-flag", args=("--env-file", "envs/dev.env"),
            files={"envs/dev.env": "COMPOSE_FILE=compose.yaml:docker/compose.dev.yml\nTAG=flag\n"}),
     Naming("dotenv-profiles", files={".env": "COMPOSE_PROFILES=tools\nTAG=profiles\n"}),
+    Naming("dotenv-first-file-elsewhere-crlf",
+           files={".env": "TAG=root\r\nCOMPOSE_FILE=docker/compose.dev.yml:compose.yaml\r\n"}),
 ]  # fmt: skip
 
 
