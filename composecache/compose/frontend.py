@@ -42,12 +42,14 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
         return 0
     reader = ProjectReader(parsed, compose, env, settings, output)
     resolved, facts = reader.read()
+    plan = _plan(facts.tools, settings, output, quiet=isinstance(resolved, resolve.NoCache))
+    if plan.strategy == "passthrough":  # Compose v1: its builds reach the cache through the docker shim only
+        if not (isinstance(resolved, resolve.NoCache) and resolved.said):
+            output.fall_back(plan.warnings[0] if plan.warnings else "this Compose cannot use the cache; "
+                             "building without it")  # fmt: skip
+        return _unchanged(compose, args, env, settings, dry_run_status=0)
     if isinstance(resolved, resolve.NoCache):
         return resolved.status if resolved.status is not None else _passthrough(compose, args, env)
-    plan = _plan(facts.tools, settings, output)
-    if plan.strategy == "passthrough":
-        output.fall_back(plan.warnings[0] if plan.warnings else "this Compose cannot use the cache; building without")
-        return _unchanged(compose, args, env, settings, dry_run_status=0)
     requests, followers, invalid = _requests(resolved, settings, output, reader.identity)
     # Seeding fills dockerd's own content store: for the `docker` driver only (a container builder has its own).
     daemon = facts.daemon if facts.tools is not None and facts.tools.builder.driver == "docker" else None
@@ -117,10 +119,13 @@ class ProjectReader:
         return model
 
 
-def _plan(tools: toolchain.Toolchain | None, settings: Settings, output: Output) -> versions.Plan:
+def _plan(
+    tools: toolchain.Toolchain | None, settings: Settings, output: Output, *, quiet: bool = False
+) -> versions.Plan:
+    """How compose gets the cache; its warnings are printed unless the run goes on without the cache anyway."""
     plan = versions.plan_for(tools.compose_version if tools else None,
                              tools.builder if tools else toolchain.UNKNOWN_BUILDER, settings.strategy)  # fmt: skip
-    if plan.strategy != "passthrough":
+    if plan.strategy != "passthrough" and not quiet:
         for warning in plan.warnings:
             output.warn(warning)
     return plan

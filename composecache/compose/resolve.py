@@ -58,9 +58,12 @@ class Resolved:
 
 @dataclass(frozen=True)
 class NoCache:
-    """The run goes to compose without composecache; `status` for a dry run (None: run compose)."""
+    """The run goes to compose without composecache; `status` for a dry run (None: run compose).
+
+    `said`: the one line that says why has been printed (Output.fall_back)."""
 
     status: int | None = None
+    said: bool = False
 
 
 def discover(parsed: cmdline.ComposeArgs, env: Mapping[str, str], cwd: Path,
@@ -118,7 +121,7 @@ def resolve(
     if "-" in found.files:
         output.fall_back("the compose file comes from stdin, which composecache cannot read twice; "
                          "building without the cache")  # fmt: skip
-        return NoCache(1 if settings.dry_run else None)
+        return NoCache(1 if settings.dry_run else None, said=True)
     own_files, own_env = files.invocation(found, [])
     ours_env = {**env, **own_env}
     config_argv = parsed.config_argv(own_files)
@@ -128,7 +131,7 @@ def resolve(
     if isinstance(verdict, str) and verdict != "ok":
         output.debug("the self-check verdict is remembered (memo)")
         output.fall_back(verdict)
-        return NoCache(1 if settings.dry_run else None)
+        return NoCache(1 if settings.dry_run else None, said=True)
     check = dkey is not None and verdict != "ok"
 
     model_key = None
@@ -155,7 +158,7 @@ def resolve(
                     memo.put(VERDICT_KIND, dkey, mismatch or "ok")
                 if mismatch:
                     output.fall_back(mismatch)
-                    return NoCache(1 if settings.dry_run else None)
+                    return NoCache(1 if settings.dry_run else None, said=True)
         if ours.returncode != 0:
             if settings.dry_run and len(found.files) == 1 and ours.returncode == 127:
                 try:  # no compose at all: a preview of the file as written
@@ -170,7 +173,7 @@ def resolve(
                 model = project.model_from_config_output(ours.stdout)
             except project.ModelError as exc:
                 output.fall_back(f"could not read `compose config` output ({exc.message}); building without the cache")
-                return NoCache(1 if settings.dry_run else None)
+                return NoCache(1 if settings.dry_run else None, said=True)
             config_yaml = ours.stdout
             model_memo.remember(memo, model_key, model, found.project_dir)
     elif model.remembered:
@@ -189,7 +192,7 @@ def _nothing_found(compose: list[str], user_argv: list[str], env: Mapping[str, s
         return _compose_cannot_read(result, settings, output)
     output.fall_back(f"composecache could not tell which files compose reads ({found.error}); "
                      "building without the cache")  # fmt: skip
-    return NoCache(1 if settings.dry_run else None)
+    return NoCache(1 if settings.dry_run else None, said=True)
 
 
 def _compose_cannot_read(result: runner.Captured, settings: Settings, output: Output) -> NoCache:
