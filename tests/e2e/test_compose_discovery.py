@@ -148,3 +148,21 @@ def test_each_fallback_prints_one_line_and_compose_builds_as_it_would_alone(
     # -q: not even that line; the build is the same.
     quiet = harness.composecache(session, "-q", "-p", "bad", *PLAIN, "build", cwd=bad, extra_env=_env(cache_dir))
     assert not _fallback_lines(quiet.output), quiet.output
+
+
+def test_a_cache_directory_with_a_comma_and_a_quote_in_its_path_works(
+    sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path
+) -> None:
+    """BuildKit reads cache_from / cache_to as CSV: such a path is quoted, and the override's schema accepts it."""
+    project = harness.copy_fixture("hello", tmp_path / "hello", rootfs_tar)
+    (project / "compose.yaml").write_text(
+        "services:\n  app:\n    build: {context: ., network: none}\n    network_mode: none\n"
+    )
+    cache_dir = tmp_path / 'odd,"cache'
+    cache_dir.mkdir()
+    env = _env(cache_dir, COMPOSECACHE_SCOPE_PREFIX="odd")
+    cold = harness.composecache(sessions.start("stable"), "-p", "a", *PLAIN, "build", cwd=project, extra_env=env)
+    assert _summary(cold.output)["app"].endswith("; exported"), cold.output
+    warm = harness.composecache(sessions.start("stable"), "-p", "b", *PLAIN, "build", cwd=project, extra_env=env)
+    harness.assert_all_run_steps_cached(warm.output, at_least=2)
+    assert "import from odd/app" in _summary(warm.output)["app"], warm.output
