@@ -125,7 +125,7 @@ class ProjectReader:
 
     def ask_compose(self) -> project.ProjectModel | None:
         """`compose config` with the user's project flags; the model is remembered for the next run."""
-        result = toolchain.safe_capture([*self.compose, *self.config_argv], self.env, CONFIG_TIMEOUT_S)
+        result = runner.safe_capture([*self.compose, *self.config_argv], self.env, CONFIG_TIMEOUT_S)
         model = _load_model(result, self.files, self.settings, self.output)
         if model is not None:
             self.config_yaml = result.stdout

@@ -133,6 +133,29 @@ def test_a_failing_ingest_is_a_warning_and_the_build_goes_on(
     seeder.release()
 
 
+def test_a_bug_in_seeding_fails_open_with_a_crash_log_and_strict_mode_raises_it(
+    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, manifest = store_with_layers(tmp_path, [os.urandom(MB + 1)])
+    monkeypatch.setenv("COMPOSECACHE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
+
+    def bug(self: seeding.Seeder, manifests: list[str]) -> seeding.SeedReport:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(seeding.Seeder, "seed", bug)
+    assert seeding.seed_imports(store.layout, [manifest], daemon, os.environ, Output(verbose=1)) is None
+    err = capsys.readouterr().err
+    (log,) = (tmp_path / "logs").iterdir()
+    assert "Traceback" in err  # -v: the traceback too
+    assert err.splitlines()[-1] == (f"composecache: warning: internal error (KeyError('a bug')); seeding the daemon's "
+                                    f"content store failed; importing the normal way; crash log: {log}")  # fmt: skip
+    assert "KeyError: 'a bug'" in log.read_text()
+    monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
+    with pytest.raises(KeyError):
+        seeding.seed_imports(store.layout, [manifest], daemon, os.environ, Output())
+
+
 def test_unavailable_daemon_means_the_normal_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store, manifest = store_with_layers(tmp_path, [os.urandom(MB + 1)])
     assert seeding.seed_imports(store.layout, [manifest], "no containerd", {}, Output()) is None
