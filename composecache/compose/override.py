@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from composecache import validation
 from composecache.cached_build import CacheSlot
 
 OVERRIDE_NAME = "composecache.override.yaml"
@@ -55,10 +54,6 @@ def dump_yaml(document: Any) -> str:
     stream = io.StringIO()
     yaml.dump(document, stream)
     return stream.getvalue()
-
-
-def validate(document: dict[str, Any]) -> list[str]:
-    return validation.errors(document, "override")
 
 
 def _private_dir() -> Path:

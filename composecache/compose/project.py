@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composecache import validation
+from composecache import schema
 
 EXTENSION = "x-composecache"
 
@@ -32,6 +32,7 @@ class ServiceModel:
     build: dict[str, Any] | None
     image: str | None
     extension: Any = None  # the raw x-composecache value, if any
+    problems: list[str] | None = None  # its schema errors (None: not checked yet)
 
     @property
     def builds(self) -> bool:
@@ -111,12 +112,15 @@ def _model(data: dict[str, Any], *, approximate: bool) -> ProjectModel:
         elif build is not None and not isinstance(build, dict):
             build = None
         image = raw.get("image")
-        services[str(name)] = ServiceModel(
+        service = ServiceModel(
             name=str(name),
             build=dict(build) if build is not None else None,
             image=str(image) if image is not None else None,
             extension=raw.get(EXTENSION),
         )
+        if service.builds:  # checked here, once per `compose config`: a remembered project keeps the verdict
+            service.problems = extension_problems(service)
+        services[service.name] = service
     name = data.get("name")
     return ProjectModel(name=str(name) if name else None, services=services, approximate=approximate, raw=data)
 
@@ -128,11 +132,18 @@ class ServiceSettings:
     mode: str = "max"
 
 
+def extension_problems(service: ServiceModel) -> list[str]:
+    """The schema errors of the service's x-composecache, as `services.<name>.x-composecache.<path>: ...`."""
+    if service.extension is None:
+        return []
+    return schema.errors(service.extension, "x-composecache", prefix=f"services.{service.name}.{EXTENSION}")
+
+
 def service_settings(service: ServiceModel) -> tuple[ServiceSettings, list[str]]:
     """The service's x-composecache settings and the schema errors (errors: the defaults, cache off)."""
     if service.extension is None:
         return ServiceSettings(), []
-    problems = validation.errors(service.extension, "x-composecache", prefix=f"services.{service.name}.{EXTENSION}")
+    problems = service.problems if service.problems is not None else extension_problems(service)
     if problems:
         return ServiceSettings(enabled=False), problems
     value = service.extension

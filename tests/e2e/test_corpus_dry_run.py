@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache import validation
+from composecache import schema
 from composecache.compose.project import load_yaml
 from tests.e2e import harness
 
@@ -79,7 +79,7 @@ def test_dry_run_on_every_corpus_file(leg: str, tmp_path: Path) -> None:
         accepted += 1
         assert dry.returncode == 0, where
         override = _override_from(dry.stdout)
-        assert validation.errors(override, "override") == [], where
+        assert schema.errors(override, "override") == [], where
         if not override["services"]:  # type: ignore[index]
             continue
         assert "+    cache_to:" in dry.stdout or "+  cache_to:" in dry.stdout, where
