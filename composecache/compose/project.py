@@ -49,33 +49,17 @@ class ProjectModel:
 
 
 def load_yaml(text: str) -> Any:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    """Parse a compose file or `compose config` output (ModelError when it is not YAML)."""
+    from composecache import yaml  # not on import: a remembered project reads no YAML
 
     try:
-        return YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        raise ModelError(f"not valid YAML: {exc}") from exc
-
-
-def load_config_output(text: str) -> Any:
-    """Parse `compose config` output: machine-written YAML, parsed with libyaml.
-
-    ruamel.yaml's pure-Python loader needs ~120 ms for a large project's
-    resolved model, libyaml (PyYAML's CSafeLoader) ~12 ms: this parse sits on
-    every build's critical path.  ruamel.yaml still reads hand-written files.
-    """
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(text, Loader=loader)
+        return yaml.load(text)
     except yaml.YAMLError as exc:
         raise ModelError(f"not valid YAML: {exc}") from exc
 
 
 def model_from_config_output(text: str) -> ProjectModel:
-    data = load_config_output(text)
+    data = load_yaml(text)
     if not isinstance(data, dict):
         raise ModelError("`compose config` printed no project")
     return _model(data, approximate=False)

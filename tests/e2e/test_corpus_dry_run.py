@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache import schema
-from composecache.compose.project import load_yaml
+from composecache import schema, yaml
 from tests.e2e import harness
 
 CORPUS_FILES = (
@@ -41,7 +40,7 @@ def _leg_env(leg: str, cache_dir: Path) -> dict[str, str]:
 
 def _override_from(stdout: str) -> object:
     lines = stdout.split("# override file", 1)[1].split("# command:", 1)[0].splitlines()[1:]
-    return load_yaml("\n".join(line[4:] for line in lines))
+    return yaml.load("\n".join(line[4:] for line in lines))
 
 
 @pytest.mark.skipif(not harness.CORPUS.is_dir(), reason="../shared/corpus is not beside this checkout")
