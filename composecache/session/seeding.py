@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composecache import crashlog, runner
+from composecache import runner
 from composecache.output import Output
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
@@ -389,6 +389,8 @@ def seed_imports(
         report = seeder.seed(manifests)
     except Exception as exc:  # a bug: an optimisation must never cost the build (strict mode raises it)
         seeder.release()
+        from composecache import crashlog  # the error path only
+
         crashlog.fail_open(exc, output, "seeding the daemon's content store failed; importing the normal way")
         return None
     if report.problems:
