@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from composecache import __version__, runner
-from composecache.errors import strict_mode
+from composecache.errors import ComposecacheError, strict_mode
 from composecache.output import Output
 
 LOG_DIR_ENV = "COMPOSECACHE_LOG_DIR"
@@ -52,18 +52,20 @@ def fail_open(
     log = write(exc, sys.argv[1:] if argv is None else argv)
     if output.verbose:
         traceback.print_exception(exc, file=output.stream)
-    where = f"crash log: {log}" if log is not None else "no crash log could be written"
+    where = f"crash log: {log}" if isinstance(log, Path) else f"no crash log could be written ({log})"
     (output.error if as_error else output.warn)(f"internal error ({exc!r}); {message}; {where}")
-    return log
+    return log if isinstance(log, Path) else None
 
 
-def write(exc: BaseException, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Path | None:
-    """Write a crash log for `exc`; its path, or None when no private place could take it. Never raises."""
+def write(exc: BaseException, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Path | str:
+    """Write a crash log for `exc`: its path, or why it could not be written. Never raises."""
     env = os.environ if env is None else env
     try:
         directory = log_dir(env)
-        if directory is None or not _private_dir(directory):
-            return None
+        if directory is None:
+            return f"no HOME, XDG_STATE_HOME or {LOG_DIR_ENV}"
+        if not _private_dir(directory):
+            return f"{directory} is not a private directory of this user"
         text = report(exc, argv, env)
         path = directory / f"{PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -71,8 +73,8 @@ def write(exc: BaseException, argv: Sequence[str], env: Mapping[str, str] | None
             handle.write(text)
         _prune(directory)
         return path
-    except Exception:  # a crash log must never hide the error it is about: no log, the warning line says so
-        return None
+    except Exception as problem:  # a crash log must never hide the error it is about: the line says why there is none
+        return f"{problem!r}"
 
 
 def report(exc: BaseException, argv: Sequence[str], env: Mapping[str, str]) -> str:
@@ -102,8 +104,8 @@ def toolchain_versions(env: Mapping[str, str]) -> list[str]:
     try:
         docker = str(toolchain.real_docker(env))
         compose = toolchain.compose_command(env)
-    except Exception as exc:
-        return [f"(not found: {exc})"]
+    except ComposecacheError as exc:
+        return [f"(not found: {exc.message})"]
     commands = {"docker": [docker, "--version"], "compose": [*compose, "version", "--short"],
                 "buildx": [docker, "buildx", "version"]}  # fmt: skip
     lines = []

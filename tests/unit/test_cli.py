@@ -189,7 +189,10 @@ def test_no_private_place_for_a_crash_log_is_said_in_the_same_line(
     os.chmod(shared, 0o777)  # anyone may write here: never a crash log
     monkeypatch.setenv("COMPOSECACHE_LOG_DIR", str(shared))
     _, _, err = _main(["build"], capsys)
-    assert err.endswith("running the command without the cache; no crash log could be written\n")
+    assert err.endswith(
+        f"running the command without the cache; no crash log could be written ({shared} is not a "
+        "private directory of this user)\n"
+    )
     assert list(shared.iterdir()) == []
 
 
