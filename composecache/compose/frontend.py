@@ -97,6 +97,7 @@ class ProjectReader:
     settings: Settings
     output: Output
     memo: Memo = field(init=False)
+    config_argv: list[str] = field(init=False)  # `config` with the user's project flags
     model_key: str | None = field(init=False, default=None)
     config_yaml: str | None = field(init=False, default=None)  # compose config's output, when compose was asked
     identity: runner.Background[SourceIdentity] = field(init=False)
