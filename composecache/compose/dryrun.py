@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from composecache.compose.override import dump_yaml
+from composecache import yaml
 from composecache.compose.project import ProjectModel
 from composecache.output import Output
 
@@ -33,8 +33,8 @@ def effective(value: Any) -> Any:
 
 
 def service_diff(service: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    old = dump_yaml({"build": effective(dict(before))}).splitlines()
-    new = dump_yaml({"build": effective(dict(after))}).splitlines()
+    old = yaml.dump({"build": effective(dict(before))}).splitlines()
+    new = yaml.dump({"build": effective(dict(after))}).splitlines()
     return list(difflib.unified_diff(old, new, f"a/services/{service}", f"b/services/{service}", lineterm=""))
 
 
@@ -86,7 +86,7 @@ def render(
         print("# no service builds: nothing to change")
     if override_document is not None:
         print("# override file (<override>, private, removed after the run):")
-        for line in dump_yaml(dict(override_document)).splitlines():
+        for line in yaml.dump(dict(override_document)).splitlines():
             print(f"#   {line}")
     print("# command:")
     print(shlex.join(argv))

@@ -107,7 +107,7 @@ class ProjectReader:
     def ask_compose(self) -> project.ProjectModel | None:
         """`compose config` for composecache's files again (after a failed build); remembered when read."""
         assert self.resolved is not None
-        result = toolchain.safe_capture([*self.compose, *self.resolved.config_argv],
+        result = runner.safe_capture([*self.compose, *self.resolved.config_argv],
                                         {**self.env, **self.resolved.own_env}, resolve.CONFIG_TIMEOUT_S)  # fmt: skip
         if result.returncode != 0:
             return None

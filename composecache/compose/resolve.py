@@ -125,7 +125,6 @@ def resolve(
     own_files, own_env = files.invocation(found, [])
     ours_env = {**env, **own_env}
     config_argv = parsed.config_argv(own_files)
-
     dkey = verdict_key(compose, user_argv, found, env, cwd) if found.imitated else None
     verdict = memo.get(VERDICT_KIND, dkey) if dkey is not None else None
     if isinstance(verdict, str) and verdict != "ok":
@@ -133,7 +132,6 @@ def resolve(
         output.fall_back(verdict)
         return NoCache(1 if settings.dry_run else None, said=True)
     check = dkey is not None and verdict != "ok"
-
     model_key = None
     model = None
     if not settings.dry_run:
@@ -141,53 +139,75 @@ def resolve(
         if settings.strategy != "bake" and not check:
             model = model_memo.recall(memo, model_key)
     config_yaml = None
-    if model is None or check:
-        user = None
-        if check:  # compose's own discovery, in parallel with ours
-            user = runner.Background(toolchain.safe_capture, [*compose, *user_argv], env, CONFIG_TIMEOUT_S)
-        ours = toolchain.safe_capture([*compose, *config_argv], ours_env, CONFIG_TIMEOUT_S)
-        if user is not None:
-            user_result = user.result()
-            if user_result.returncode == 127 and settings.dry_run:
-                pass  # no compose to ask: the preview below is approximate anyway
-            elif user_result.returncode != 0:
-                return _compose_cannot_read(user_result, settings, output)
-            else:
-                mismatch = self_check(user_result.stdout, ours)
-                if dkey is not None:
-                    memo.put(VERDICT_KIND, dkey, mismatch or "ok")
-                if mismatch:
-                    output.fall_back(mismatch)
-                    return NoCache(1 if settings.dry_run else None, said=True)
-        if ours.returncode != 0:
-            if settings.dry_run and len(found.files) == 1 and ours.returncode == 127:
-                try:  # no compose at all: a preview of the file as written
-                    model = project.model_from_file(Path(found.files[0]))
-                except project.ModelError as exc:
-                    output.error(exc.message)
-                    return NoCache(1)
-            else:
-                return _compose_cannot_read(ours, settings, output)
-        else:
-            try:
-                model = project.model_from_config_output(ours.stdout)
-            except project.ModelError as exc:
-                output.fall_back(f"could not read `compose config` output ({exc.message}); building without the cache")
-                return NoCache(1 if settings.dry_run else None, said=True)
-            config_yaml = ours.stdout
-            model_memo.remember(memo, model_key, model, found.project_dir)
-    elif model.remembered:
+    if model is not None:
         output.debug("the compose project is unchanged since composecache last read it (memo)")
-    assert model is not None
+    else:
+        asked = Asking(compose, env, ours_env, settings, output, found).ask(config_argv, user_argv if check else None)
+        if isinstance(asked, NoCache):
+            return asked
+        model, config_yaml, mismatch = asked
+        if dkey is not None and check and not model.approximate:
+            memo.put(VERDICT_KIND, dkey, mismatch or "ok")
+        if mismatch:
+            output.fall_back(mismatch)
+            return NoCache(1 if settings.dry_run else None, said=True)
+        model_memo.remember(memo, model_key, model, found.project_dir)
     building = [name for name, service in model.services.items() if service.builds]
     return Resolved(found, own_files, own_env, config_argv, model, model_key, config_yaml,
                     parsed.built_services(building))  # fmt: skip
 
 
+@dataclass
+class Asking:
+    """`compose config` for composecache's files and, for the self-check, for the user's own invocation."""
+
+    compose: list[str]
+    env: Mapping[str, str]
+    ours_env: Mapping[str, str]
+    settings: Settings
+    output: Output
+    found: ComposeFiles
+
+    def ask(self, config_argv: list[str], user_argv: list[str] | None,
+            ) -> tuple[project.ProjectModel, str | None, str | None] | NoCache:  # fmt: skip
+        """(model, compose's YAML, the self-check's mismatch or None), or NoCache."""
+        user = None
+        if user_argv is not None:  # compose's own discovery, in parallel with ours
+            user = runner.Background(runner.safe_capture, [*self.compose, *user_argv], self.env, CONFIG_TIMEOUT_S)
+        ours = runner.safe_capture([*self.compose, *config_argv], self.ours_env, CONFIG_TIMEOUT_S)
+        mismatch = None
+        if user is not None:
+            user_result = user.result()
+            if user_result.returncode != 0 and not (user_result.returncode == 127 and self.settings.dry_run):
+                return _compose_cannot_read(user_result, self.settings, self.output)
+            if user_result.returncode == 0:
+                mismatch = self_check(user_result.stdout, ours)
+        if mismatch is not None:
+            return project.ProjectModel(None, {}), None, mismatch
+        if ours.returncode != 0:
+            return self.without_compose(ours)
+        try:
+            model = project.model_from_config_output(ours.stdout)
+        except project.ModelError as exc:
+            self.output.fall_back(f"could not read `compose config` output ({exc.message}); building without the cache")
+            return NoCache(1 if self.settings.dry_run else None, said=True)
+        return model, ours.stdout, None
+
+    def without_compose(self, ours: runner.Captured) -> tuple[project.ProjectModel, None, None] | NoCache:
+        """Compose could not be asked: a dry run previews a single file as written; else compose says why."""
+        if not (self.settings.dry_run and ours.returncode == 127 and len(self.found.files) == 1):
+            return _compose_cannot_read(ours, self.settings, self.output)
+        try:  # no compose at all: a preview of the file as written
+            return project.model_from_file(Path(self.found.files[0])), None, None
+        except project.ModelError as exc:
+            self.output.error(exc.message)
+            return NoCache(1)
+
+
 def _nothing_found(compose: list[str], user_argv: list[str], env: Mapping[str, str], found: ComposeFiles,
                    settings: Settings, output: Output) -> NoCache:  # fmt: skip
     """composecache found no files: if compose cannot either, it says so itself; else say why the cache is off."""
-    result = toolchain.safe_capture([*compose, *user_argv], env, CONFIG_TIMEOUT_S)
+    result = runner.safe_capture([*compose, *user_argv], env, CONFIG_TIMEOUT_S)
     if result.returncode != 0:
         return _compose_cannot_read(result, settings, output)
     output.fall_back(f"composecache could not tell which files compose reads ({found.error}); "
@@ -212,8 +232,8 @@ def self_check(user_yaml: str, ours: runner.Captured) -> str | None:
     if ours.stdout == user_yaml:
         return None
     try:
-        theirs_data = project.load_config_output(user_yaml)
-        ours_data = project.load_config_output(ours.stdout)
+        theirs_data = project.load_yaml(user_yaml)
+        ours_data = project.load_yaml(ours.stdout)
     except project.ModelError as exc:
         return f"could not read `compose config` output ({exc.message}); building without the cache"
     where = first_difference(theirs_data, ours_data)

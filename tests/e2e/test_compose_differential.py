@@ -266,6 +266,21 @@ def _expected_built(model: dict[str, Any], command: tuple[str, ...], services: t
     return loaded & set(services) if "--no-deps" in command else loaded
 
 
+def _followers(model: dict[str, Any], built: set[str]) -> set[str]:
+    """Services that build the same image the same way as one built before them (in compose's order):
+    they share its scope and its export and only import, and a cold cache has nothing to import, so the
+    override leaves them out."""
+    first_of: dict[str, str] = {}
+    followers = set()
+    for name, service in (model.get("services") or {}).items():
+        if "build" in service and service.get("image"):
+            key = repr((service["image"], service["build"]))
+            if key in first_of and first_of[key] in built:
+                followers.add(name)
+            first_of.setdefault(key, name)
+    return followers
+
+
 def check_case(
     leg_env: dict[str, str], root: Path, naming: Naming, selection: Selection, command: tuple[str, ...],
     services: tuple[str, ...],
@@ -304,20 +319,10 @@ def check_case(
     if ours != theirs:
         return (f"{where}: composecache's command gives another model\n--- compose\n{own.stdout}\n"
                 f"--- ours\n{with_override.stdout}")  # fmt: skip
-    expected = _expected_built(theirs, command, services)
+    expected = _expected_built(theirs, command, services) - _followers(
+        theirs, _expected_built(theirs, command, services)
+    )
     covered = set((document.get("services") or {}).keys())
-    # Services that share one image and one build share one scope and one export: the first of
-    # them (in compose's order) exports; the others only import, and a cold cache has nothing to
-    # import, so the override leaves them out.
-    first_of: dict[str, str] = {}
-    followers = set()
-    for name, service in (theirs.get("services") or {}).items():
-        if "build" in service and service.get("image"):
-            key = repr((service["image"], service["build"]))
-            if key in first_of and first_of[key] in expected:
-                followers.add(name)
-            first_of.setdefault(key, name)
-    expected -= followers
     if covered != expected:
         return f"{where}: the override covers {sorted(covered)}, compose builds {sorted(expected)}"
     return None

@@ -84,7 +84,7 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     return {"env": env, "passed": passed, "project": project, "log": tmp_path / "calls.log"}
 
 
-def _run(lab: dict[str, object], args: list[str], *, quiet: bool = False, **extra: str) -> tuple[int, str]:
+def _run(lab: dict[str, object], args: list[str], extra: dict[str, str], *, quiet: bool = False) -> tuple[int, str]:
     stream = io.StringIO()
     settings = Settings.from_env({"COMPOSECACHE_DIR": lab["env"]["COMPOSECACHE_DIR"]})  # type: ignore[index]
     if quiet:
@@ -141,7 +141,7 @@ BRANCHES: dict[str, tuple[Setup, str]] = {
 def test_each_fallback_prints_exactly_one_line_and_compose_runs_alone(branch: str, lab: dict[str, object]) -> None:
     setup, expected = BRANCHES[branch]
     args, extra = setup(lab)
-    status, err = _run(lab, args, **extra)
+    status, err = _run(lab, args, extra)
     lines = [line for line in err.splitlines() if line.startswith("composecache: warning:")]
     assert len(lines) == 1, err
     assert expected in lines[0], err
@@ -156,7 +156,7 @@ def test_each_fallback_prints_exactly_one_line_and_compose_runs_alone(branch: st
 def test_quiet_hides_the_line(branch: str, lab: dict[str, object]) -> None:
     setup, _ = BRANCHES[branch]
     args, extra = setup(lab)
-    status, err = _run(lab, args, quiet=True, **extra)
+    status, err = _run(lab, args, extra, quiet=True)
     assert "composecache:" not in err
     assert status == 0
 
@@ -167,15 +167,15 @@ def test_strict_mode_raises_instead(branch: str, lab: dict[str, object], monkeyp
     args, extra = setup(lab)
     monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
     with pytest.raises(StrictFallback, match=expected.replace("`", ".").replace("(", ".").replace(")", ".")):
-        _run(lab, args, **extra)
+        _run(lab, args, extra)
 
 
 def test_a_remembered_mismatch_asks_compose_nothing_and_still_says_so(lab: dict[str, object]) -> None:
-    _, first = _run(lab, ["build"], FAKE_MODE="mismatch")
+    _, first = _run(lab, ["build"], {"FAKE_MODE": "mismatch"})
     log = lab["log"]
     assert isinstance(log, Path)
     log.unlink()
-    _, second = _run(lab, ["build"], FAKE_MODE="mismatch")
+    _, second = _run(lab, ["build"], {"FAKE_MODE": "mismatch"})
     assert "config" not in (log.read_text() if log.exists() else "")
     assert [line for line in second.splitlines() if "warning" in line] == [
         line for line in first.splitlines() if "warning" in line
@@ -183,13 +183,13 @@ def test_a_remembered_mismatch_asks_compose_nothing_and_still_says_so(lab: dict[
 
 
 def test_a_confirmed_discovery_is_remembered(lab: dict[str, object]) -> None:
-    status, err = _run(lab, ["build"])
+    status, err = _run(lab, ["build"], {})
     assert status == 0 and "warning" not in err, err
     log = lab["log"]
     assert isinstance(log, Path)
     first = [line for line in log.read_text().splitlines() if "config" in line]
     assert len(first) == 2  # the user's own invocation and composecache's files, once each
     log.unlink()
-    status, err = _run(lab, ["build"])
+    status, err = _run(lab, ["build"], {})
     assert status == 0 and "warning" not in err, err
     assert "config" not in log.read_text()  # verdict and model from the memo

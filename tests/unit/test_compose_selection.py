@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache import validation
+from composecache import schema
 from composecache.compose import cmdline, dryrun, scopes
 from composecache.compose.project import ServiceSettings, model_from_config_output
 from composecache.output import Output
@@ -55,11 +55,11 @@ def test_cache_paths_with_commas_and_quotes_pass_the_override_schema() -> None:
                 }
             }
         }
-        assert validation.errors(document, "override") == [], path
+        assert schema.errors(document, "override") == [], path
     bad = {"services": {"app": {"build": {"cache_to": ["type=local,dest=/a,b"]}}}}  # unquoted comma
-    assert validation.errors(bad, "override")
+    assert schema.errors(bad, "override")
     reset = {"services": {"app": {"build": {"cache_to": ["type=local,dest=/a,reset=true"]}}}}
-    assert validation.errors(reset, "override")
+    assert schema.errors(reset, "override")
 
 
 CONFIG = """\
