@@ -36,6 +36,7 @@ from composecache.settings import Settings
 VERDICT_KIND = "discovery"
 VERDICT_FORMAT = 1
 CONFIG_TIMEOUT_S = 120
+TIMED_OUT = 124  # runner.safe_capture: 124 no answer in time, 126 not executable, 127 not found
 
 
 @dataclass
@@ -145,8 +146,8 @@ def resolve(
         asked = Asking(compose, env, ours_env, settings, output, found).ask(config_argv, user_argv if check else None)
         if isinstance(asked, NoCache):
             return asked
-        model, config_yaml, mismatch = asked
-        if dkey is not None and check and not model.approximate:
+        model, config_yaml, mismatch, lasting = asked
+        if dkey is not None and check and lasting:  # a time-out is not remembered
             memo.put(VERDICT_KIND, dkey, mismatch or "ok")
         if mismatch:
             output.fall_back(mismatch)
@@ -169,8 +170,8 @@ class Asking:
     found: ComposeFiles
 
     def ask(self, config_argv: list[str], user_argv: list[str] | None,
-            ) -> tuple[project.ProjectModel, str | None, str | None] | NoCache:  # fmt: skip
-        """(model, compose's YAML, the self-check's mismatch or None), or NoCache."""
+            ) -> tuple[project.ProjectModel, str | None, str | None, bool] | NoCache:  # fmt: skip
+        """(model, compose's YAML, the self-check's mismatch or None, whether the verdict lasts), or NoCache."""
         user = None
         if user_argv is not None:  # compose's own discovery, in parallel with ours
             user = runner.Background(runner.safe_capture, [*self.compose, *user_argv], self.env, CONFIG_TIMEOUT_S)
@@ -182,8 +183,9 @@ class Asking:
                 return _compose_cannot_read(user_result, self.settings, self.output)
             if user_result.returncode == 0:
                 mismatch = self_check(user_result.stdout, ours)
+        lasting = user is not None and ours.returncode < TIMED_OUT
         if mismatch is not None:
-            return project.ProjectModel(None, {}), None, mismatch
+            return project.ProjectModel(None, {}), None, mismatch, lasting
         if ours.returncode != 0:
             return self.without_compose(ours)
         try:
@@ -191,14 +193,14 @@ class Asking:
         except project.ModelError as exc:
             self.output.fall_back(f"could not read `compose config` output ({exc.message}); building without the cache")
             return NoCache(1 if self.settings.dry_run else None, said=True)
-        return model, ours.stdout, None
+        return model, ours.stdout, None, lasting
 
-    def without_compose(self, ours: runner.Captured) -> tuple[project.ProjectModel, None, None] | NoCache:
+    def without_compose(self, ours: runner.Captured) -> tuple[project.ProjectModel, None, None, bool] | NoCache:
         """Compose could not be asked: a dry run previews a single file as written; else compose says why."""
         if not (self.settings.dry_run and ours.returncode == 127 and len(self.found.files) == 1):
             return _compose_cannot_read(ours, self.settings, self.output)
         try:  # no compose at all: a preview of the file as written
-            return project.model_from_file(Path(self.found.files[0])), None, None
+            return project.model_from_file(Path(self.found.files[0])), None, None, False
         except project.ModelError as exc:
             self.output.error(exc.message)
             return NoCache(1)
