@@ -75,7 +75,7 @@ def lab(tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, rootfs_tar: Path) -> Path:
-    """A store holding one published scope (`faults/app`), built once per module; tests copy it."""
+    """A store holding one published scope (faultkit.SCOPE), built once per module; tests copy it."""
     base = tmp_path_factory.mktemp("template")
     maker = Lab(base, rootfs_tar, base / "cache")
     with harness.sessions(f"{_module_prefix(request)}tpl-") as group:
