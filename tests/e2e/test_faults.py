@@ -41,6 +41,7 @@ from tests.e2e.faultkit import (
     immutable,
     layer_descriptors,
     manifest_of,
+    no_git_scope,
     python_composecache,
     read_only_bind,
     scope_dirs,
@@ -94,7 +95,8 @@ def test_cache_dir_removed_during_the_build(lab: Lab, sessions: harness.Sessions
                             text=True)  # fmt: skip
 
     def reserved() -> bool:  # `slow` is the last service reserved: the build is about to start
-        return any(p.name.startswith("faults_slow-") and p.is_dir() for p in staging_leftovers(lab.cache_dir))
+        prefix = no_git_scope("faults", "slow", "slow").replace("/", "_") + "-"
+        return any(p.name.startswith(prefix) and p.is_dir() for p in staging_leftovers(lab.cache_dir))
 
     try:
         deadline = time.monotonic() + 120
@@ -590,5 +592,7 @@ def test_failing_dockerfile(lab: Lab, sessions: harness.Sessions) -> None:
     lines = summary(wrapped)
     assert lines["good"].endswith("; exported"), wrapped.stderr
     assert not lines["bad"].endswith("; exported"), wrapped.stderr
-    assert [json.loads((d / "scope.json").read_text())["name"] for d in scope_dirs(lab.cache_dir)] == ["broken/good"]
+    assert [json.loads((d / "scope.json").read_text())["name"] for d in scope_dirs(lab.cache_dir)] == [
+        no_git_scope("broken", "good", "good")
+    ]
     lab.assert_sound(sessions.started[0])
