@@ -18,8 +18,9 @@ from composecache.compose import cmdline, model_memo, override, project, scopes,
 from composecache.compose.files import ComposeFiles, find_files
 from composecache.errors import ComposecacheError
 from composecache.output import Output
+from composecache.session import pool as layer_pool
 from composecache.session import probe as session_probe
-from composecache.session import seeding, toolchain
+from composecache.session import toolchain
 from composecache.session.memo import Memo
 from composecache.settings import Settings
 from composecache.source_identity import SourceIdentity, identify
@@ -146,7 +147,8 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     # (COMPOSECACHE_SEED=0: facts.daemon says so, and seed_imports does nothing.)
     driver = tools.builder.driver if tools is not None else None
     daemon = facts.daemon if driver == "docker" else None
-    seeder = seeding.seed_imports(layout, build.imported_digests(), daemon, env, output)
+    fill = build.store is not None and build.store.writable
+    seeder = layer_pool.prepare_daemon(layout, build.imported_digests(), daemon, env, output, fill=fill)
     try:
         return build.run_with_recovery(run_compose, stale)
     finally:

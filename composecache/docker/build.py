@@ -29,8 +29,9 @@ from composecache.docker import compose_v1
 from composecache.docker import scope as docker_scope
 from composecache.docker.cmdline import BuildArgs, BuildArgsError, DockerCommand
 from composecache.output import Output
+from composecache.session import pool as layer_pool
 from composecache.session import probe as session_probe
-from composecache.session import seeding, toolchain
+from composecache.session import toolchain
 from composecache.session.memo import Memo
 from composecache.settings import Settings
 
@@ -125,7 +126,8 @@ def build_with_cache(
 
     seeder = None
     if builder.driver == "docker" and cached.store is not None:  # COMPOSECACHE_SEED=0: `daemon` says so
-        seeder = seeding.seed_imports(cached.store.layout, cached.imported_digests(), daemon, env, output)
+        seeder = layer_pool.prepare_daemon(cached.store.layout, cached.imported_digests(), daemon, env, output,
+                                          fill=cached.store.writable)  # fmt: skip
     try:
         if "-" in (build.context, build.dockerfile):
             return run_build()  # stdin can be read only once: no second run
