@@ -144,6 +144,7 @@ class Registrar:
         self.fill = fill
         self.report = PoolReport()
         self.root: str | None = None
+        self.committed: list[str] = []  # chainIDs this registration committed (ctr labels them gc.root)
         self.on_wait: Any = None
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
@@ -168,8 +169,10 @@ class Registrar:
         if not layers:
             return self.report
         self._check_usable()
+        cleanup = runner.Background(self._remove_stale_roots)
         existing = self._snapshot_keys()
         self._pin(layers)
+        cleanup.result()
         usable: set[str] = set()  # chainIDs whose snapshot the daemon has now
         blobs_linked: list[str] = []
         for layer in layers:
@@ -261,6 +264,7 @@ class Registrar:
                 return True
             self.report.problems.append(f"{layer.chain_id}: ctr snapshots commit: {_first_line(committed.stderr)}")
             return False
+        self.committed.append(layer.chain_id)
         return True
 
     def _link_blob(self, blob: oci.Descriptor) -> bool:
@@ -321,8 +325,26 @@ class Registrar:
         self.report.fill_seconds += time.monotonic() - started
         return True
 
+    def _remove_stale_roots(self) -> None:
+        """Roots a killed composecache left (seeding's and the pool's carry the same expiry label)."""
+        listed = self._ctr("content", "ls", f'labels."{seeding.OWNER_LABEL}"')
+        now = time.time()
+        for line in listed.stdout.splitlines()[1:]:
+            digest = line.split(maxsplit=1)[0] if line.strip() else ""
+            match = re.search(rf"{re.escape(seeding.OWNER_LABEL)}=(\d+)", line)
+            if digest.startswith("sha256:") and match and int(match.group(1)) < now:
+                self._ctr("content", "rm", digest)
+
     def release(self) -> None:
-        """Unpin: the images reference what they use; the daemon collects the rest."""
+        """Unpin: the images reference what they use; the daemon collects the rest.
+
+        `ctr snapshots commit` labels each new snapshot `containerd.io/gc.root`; that label goes
+        too, or no image removal or prune would ever free the snapshot (and its symlink).
+        """
+        snapshots = ("snapshots", "--snapshotter", self.daemon.snapshotter)
+        for chain in self.committed:
+            self._ctr(*snapshots, "label", chain, f"{seeding.ROOT_LABEL}=")
+        self.committed.clear()
         if self.root is not None:
             self._ctr("content", "rm", self.root)
             self.root = None

@@ -48,7 +48,6 @@ from composecache.store import oci
 from composecache.store.layout import Layout
 from composecache.store.locking import LockTimeout, acquire, probe
 from composecache.store.safefs import UnsafePath, atomic_write_bytes, read_small_file, remove_tree
-from composecache.store.unpack import UnpackRefused, unpack_layer
 
 POOL_ENV = "COMPOSECACHE_POOL"
 POOL_GRACE_S = 7 * 24 * 3600.0  # longer than a session lives: sessions refresh their record at each build
@@ -127,7 +126,7 @@ def chains_from_cache_config(manifest_refs: Sequence[oci.Descriptor], annotation
         entry = layers[index]
         blob = by_digest.get(entry.get("blob")) if isinstance(entry.get("blob"), str) else None
         diff_id = annotations.get(blob.digest) if blob is not None else None
-        parent_index = entry.get("parent", -1)
+        parent_index = entry.get("parent", 0)  # BuildKit omits a parent of 0 (omitempty); -1: a base layer
         if blob is None or diff_id is None or not isinstance(parent_index, int) or isinstance(parent_index, bool):
             return None
         parent = None
@@ -362,6 +361,8 @@ def _parent_trees(pool: PoolLayout, layer: PoolLayer) -> list[Path]:
 
 
 def _fill_locked(layout: Layout, pool: PoolLayout, layer: PoolLayer) -> EntryInfo:
+    from composecache.store.unpack import UnpackRefused, unpack_layer  # tarfile: only when filling
+
     parents = _parent_trees(pool, layer)
     blob = layout.blob(layer.blob.hex)
     try:
