@@ -426,10 +426,10 @@ def prepare_daemon(
     `fill`: the store is writable by this build (a read-only consumer never fills the pool).
     Never raises for a pool problem: one line and the normal path.
     """
-    if daemon is None or layout is None or not manifests:
-        return None
     prepared = Prepared()
-    if isinstance(daemon, DaemonStore) and store_pool.enabled(env):
+    if layout is None or not manifests:
+        pass
+    elif isinstance(daemon, DaemonStore) and store_pool.enabled(env):
         prepared.registrar = _register(layout, manifests, daemon, env, output, fill=fill)
     elif isinstance(daemon, DaemonStore):
         output.debug(f"{store_pool.POOL_ENV}=0: not registering pooled layers")
