@@ -121,6 +121,7 @@ class PoolReport:
     filled_bytes: int = 0
     fill_seconds: float = 0.0
     linked: int = 0
+    unfilled: int = 0  # missing from a pool this build may not fill (a read-only store)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # layers that extract the normal way, and why
     repaired: list[str] = field(default_factory=list)
@@ -129,8 +130,9 @@ class PoolReport:
         filled = ""
         if self.filled:
             filled = f", filled {self.filled} ({self.filled_bytes / 1e6:.0f} MB) in {self.fill_seconds:.1f}s"
+        unfilled = f", {self.unfilled} not in the read-only pool" if self.unfilled else ""
         return (f"pool: {self.registered} of {self.layers} layers registered ({self.present} already there"
-                f"{filled}), {self.linked} blobs linked, in {self.seconds:.2f}s")  # fmt: skip
+                f"{filled}{unfilled}), {self.linked} blobs linked, in {self.seconds:.2f}s")  # fmt: skip
 
 
 class Registrar:
@@ -304,8 +306,8 @@ class Registrar:
         if not self.fill:
             if problem.kind != store_pool.MISSING:
                 self.report.problems.append(f"pool entry {layer.chain_id} is {problem}")
-            else:
-                self.report.problems.append(f"{layer.chain_id} is not in the pool (read-only: not filled)")
+            else:  # nothing wrong: a read-only consumer of a pool no writer has filled yet
+                self.report.unfilled += 1
             return False
         if problem.kind != store_pool.MISSING:
             try:

@@ -166,8 +166,8 @@ def test_a_read_only_consumer_never_fills(tmp_path: Path, daemon: seeding.Daemon
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=False)
     assert prepared is not None
     assert not os.path.exists(PoolLayout(store.layout).root)
-    lines = [line for line in stream.getvalue().splitlines() if "warning" in line]
-    assert len(lines) == 1 and "read-only: not filled" in lines[0], stream.getvalue()
+    assert "warning" not in stream.getvalue()  # an unfilled pool is no fault: the layers extract as before
+    assert "0 of 3 layers registered (0 already there, 1 not in the read-only pool)" in stream.getvalue()
     prepared.release()
 
 
