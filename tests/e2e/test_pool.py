@@ -13,7 +13,11 @@ import hashlib
 import json
 import os
 import re
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -239,3 +243,45 @@ def test_a_read_only_consumer_imports_from_the_read_only_pool_and_never_fills(
         assert _read_files(c, "c") == expected
         harness.docker(c, "rm", "-f", "c-app-1", "c-worker-1")
     assert pool_state(pool_root(cache_dir)) == before
+
+
+def test_a_composecache_killed_while_filling_leaves_nothing_that_breaks_the_next_session(
+    sessions: harness.Sessions, cache_dir: Path, tmp_path: Path, rootfs_tar: Path
+) -> None:
+    project = tmp_path / "bigproj"
+    project.mkdir()
+    (project / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n"
+                                        "RUN dd if=/dev/urandom of=/big.bin bs=1M count=150 2>/dev/null\n"
+                                        'RUN sha256sum /big.bin > /big.sha\nCMD ["sleep", "3600"]\n')  # fmt: skip
+    (project / "compose.yaml").write_text(COMPOSE.split("  worker:", maxsplit=1)[0].replace("target: app, ", ""))
+    (project / "rootfs.tar").write_bytes(rootfs_tar.read_bytes())
+    a = sessions.start("stable")
+    _up(a, cache_dir, project, "a")
+    expected = harness.docker(a, "exec", "a-app-1", "cat", "/big.sha").stdout
+
+    b = sessions.start("stable")
+    env = {**b.env(), **_env(cache_dir), "BUILDKIT_PROGRESS": "plain"}
+    proc = subprocess.Popen([sys.executable, "-m", "composecache", "-p", "b", "up", "--build", "-d"], cwd=project,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    staging = pool_root(cache_dir) / "staging"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if staging.is_dir() and any(staging.iterdir()):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "composecache finished before it could be killed mid-fill"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert any(staging.iterdir()), "the killed fill left its staging (gc reclaims it)"
+
+    for session, name in ((b, "b"), (sessions.start("stable"), "c")):  # the same session again, and a fresh one
+        result = _up(session, cache_dir, project, name)
+        assert not EXTRACTING.findall(result.output), result.output
+        assert "warning" not in result.stderr, result.stderr
+        assert harness.docker(session, "exec", f"{name}-app-1", "cat", "/big.sha").stdout == expected
+    gc = json.loads(_cache(b, cache_dir, "gc", "--json").stdout)
+    assert gc["pool"]["staging_reclaimed"] >= 1, gc
+    assert not list(staging.iterdir())
+    assert _cache(b, cache_dir, "verify", "--deep").returncode == 0

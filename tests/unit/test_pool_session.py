@@ -231,3 +231,26 @@ def test_the_new_snapshot_directory_is_read_from_ctr_mounts() -> None:
     for bad in ("not json", "[]", json.dumps([{"Type": "bind", "Source": "/etc"}]),
                 json.dumps([{"Type": "bind", "Source": native}])):  # fmt: skip
         assert session_pool._snapshot_fs_dir(bad) is None
+
+
+@root_only
+def test_what_a_killed_registration_left_is_removed_by_the_next_one(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    dead_pid = 2**22 + 1  # above pid_max's default: no such process
+    state = {"snapshots": {f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c": {"parent": None, "kind": "Active",
+                                                                               "fs": "/nowhere", "labels": {}},
+                           f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f": {"parent": None, "kind": "Active",
+                                                                                  "fs": "/nowhere", "labels": {}}},
+             "calls": []}  # fmt: skip
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    output, stream = _output()
+    prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert prepared is not None
+    prepared.release()
+    keys = set(ctr_state(tmp_path)["snapshots"])  # type: ignore[arg-type]
+    assert f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c" not in keys  # its owner is gone
+    assert f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f" in keys  # a live registration's: left alone
+    assert "warning" not in stream.getvalue()
