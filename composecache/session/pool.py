@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 TEMP_KEY_PREFIX = "composecache-pool-"
 SNAPSHOT_DIR_RE = re.compile(r"/io\.containerd\.snapshotter\.v1\.overlayfs/snapshots/\d+/fs$")
 CTR_TIMEOUT_S = 60.0
+CTR_WORKERS = 4
 REF_LABEL_CONTENT = "containerd.io/gc.ref.content.composecache.pool."
 
 
@@ -147,6 +149,7 @@ class Registrar:
         self.report = PoolReport()
         self.root: str | None = None
         self.committed: list[str] = []  # chainIDs this registration committed (ctr labels them gc.root)
+        self._lock = threading.Lock()  # the report and `committed`: written by worker threads
         self.on_wait: Any = None
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
@@ -175,21 +178,38 @@ class Registrar:
         existing = self._snapshot_keys()
         self._pin(layers)
         cleanup.result()
-        usable: set[str] = set()  # chainIDs whose snapshot the daemon has now
-        blobs_linked: list[str] = []
+        # Entries first, parents before children (a fill reads its parents' trees); then the
+        # snapshots, one depth of the layer tree at a time (a child needs its parent committed),
+        # and the blobs, all in a few threads: each step is a ctr call of tens of milliseconds.
+        usable: set[str] = set()  # chainIDs whose snapshot the daemon has (or will have)
+        depth: dict[str, int] = {}
+        to_register: list[PoolLayer] = []
         for layer in layers:
             if layer.parent is not None and layer.parent not in usable:
                 continue  # its parent could not be registered: the reason is reported once
+            depth[layer.chain_id] = depth.get(layer.parent or "", -1) + 1
             if layer.chain_id in existing:
                 self.report.present += 1
                 usable.add(layer.chain_id)
-            elif self._entry_ready(layer) and self._register_one(layer):
-                self.report.registered += 1
+            elif self._entry_ready(layer):
+                to_register.append(layer)
                 usable.add(layer.chain_id)
-            else:
-                continue
-            if self._link_blob(layer.blob):
-                blobs_linked.append(layer.blob.digest)
+        from concurrent.futures import ThreadPoolExecutor
+
+        registered: set[str] = set()
+        with ThreadPoolExecutor(max_workers=CTR_WORKERS) as workers:
+            links = [(layer, workers.submit(self._link_blob, layer.blob)) for layer in layers
+                     if layer.chain_id in usable]  # fmt: skip
+            for level in sorted({depth[layer.chain_id] for layer in to_register}):
+                done = existing | registered
+                batch = [layer for layer in to_register if depth[layer.chain_id] == level
+                         and (layer.parent is None or layer.parent in done)]  # fmt: skip
+                for layer, ok in zip(batch, workers.map(self._register_one, batch), strict=True):
+                    if ok:
+                        registered.add(layer.chain_id)
+            blobs_linked = [layer.blob.digest for layer, linked in links if linked.result()]
+        self.report.registered = len(registered)
+        usable = (usable - {c.chain_id for c in to_register}) | registered
         if self.fill:
             with contextlib.suppress(OSError):
                 store_pool.record_use(self.pool, store_pool.session_id(str(self.daemon.address)),
@@ -266,13 +286,17 @@ class Registrar:
                 return True
             self.report.problems.append(f"{layer.chain_id}: ctr snapshots commit: {_first_line(committed.stderr)}")
             return False
-        self.committed.append(layer.chain_id)
+        with self._lock:
+            self.committed.append(layer.chain_id)
         return True
 
     def _link_blob(self, blob: oci.Descriptor) -> bool:
         assert self.daemon.content_blobs is not None
         target = self.daemon.content_blobs / blob.hex
         source = Path(os.path.abspath(self.layout.blob(blob.hex)))
+        with contextlib.suppress(OSError):
+            if os.stat(target).st_size == blob.size:  # the daemon has it (it extracted the layer itself)
+                return False
         try:
             if os.lstat(source).st_size != blob.size:
                 return False
@@ -285,7 +309,8 @@ class Registrar:
                              f"composecache-pool-{blob.hex[:12]}", stdin_path=source)  # fmt: skip
         if ingested.returncode != 0 and "already exists" not in ingested.stderr:
             return False
-        self.report.linked += 1
+        with self._lock:
+            self.report.linked += 1
         return True
 
     # --- the pool side ---
@@ -344,8 +369,12 @@ class Registrar:
         too, or no image removal or prune would ever free the snapshot (and its symlink).
         """
         snapshots = ("snapshots", "--snapshotter", self.daemon.snapshotter)
-        for chain in self.committed:
-            self._ctr(*snapshots, "label", chain, f"{seeding.ROOT_LABEL}=")
+        if self.committed:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=CTR_WORKERS) as workers:
+                list(workers.map(lambda chain: self._ctr(*snapshots, "label", chain, f"{seeding.ROOT_LABEL}="),
+                                 self.committed))  # fmt: skip
         self.committed.clear()
         if self.root is not None:
             self._ctr("content", "rm", self.root)

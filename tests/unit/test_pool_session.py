@@ -23,8 +23,10 @@ from tests.unit.store_fakes import CACHECONFIG, INDEX, descriptor_json, write_bl
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="registration needs root")
 
 FAKE_CTR = r"""#!{python}
-import json, os, sys
+import fcntl, json, os, sys
 state_path = os.environ["FAKE_CTR_STATE"]
+lock = open(state_path + ".lock", "a")
+fcntl.flock(lock, fcntl.LOCK_EX)  # composecache calls ctr from several threads; containerd serialises too
 root = os.environ["FAKE_SNAPSHOTTER_ROOT"]
 args = sys.argv[1:]
 words = [a for a in args[4:] if a not in ("--snapshotter", "overlayfs", "--mounts")]
