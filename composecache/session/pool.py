@@ -150,6 +150,8 @@ class Registrar:
         self.root: str | None = None
         self.committed: list[str] = []  # chainIDs this registration committed (ctr labels them gc.root)
         self._lock = threading.Lock()  # the report and `committed`: written by worker threads
+        self._sound: set[str] = set()  # chainIDs whose entry was checked or filled by this registration
+        self._failed: set[str] = set()  # ... and those whose entry could not be used (said once)
         self.on_wait: Any = None
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
@@ -182,6 +184,7 @@ class Registrar:
         # snapshots, one depth of the layer tree at a time (a child needs its parent committed),
         # and the blobs, all in a few threads: each step is a ctr call of tens of milliseconds.
         usable: set[str] = set()  # chainIDs whose snapshot the daemon has (or will have)
+        layers_by_chain = {layer.chain_id: layer for layer in layers}
         depth: dict[str, int] = {}
         to_register: list[PoolLayer] = []
         for layer in layers:
@@ -191,7 +194,7 @@ class Registrar:
             if layer.chain_id in existing:
                 self.report.present += 1
                 usable.add(layer.chain_id)
-            elif self._entry_ready(layer):
+            elif self._entries_ready(layer, layers_by_chain):
                 to_register.append(layer)
                 usable.add(layer.chain_id)
         from concurrent.futures import ThreadPoolExecutor
@@ -315,8 +318,30 @@ class Registrar:
 
     # --- the pool side ---
 
+    def _entries_ready(self, layer: PoolLayer, layers_by_chain: Mapping[str, PoolLayer]) -> bool:
+        """The layer's entry and its ancestors' are sound (a fill reads its parents' trees).
+
+        An ancestor the daemon had already (BuildKit extracted it) may be missing from the pool:
+        it is filled too, once.
+        """
+        ancestors: list[PoolLayer] = []
+        parent = layers_by_chain.get(layer.parent or "")
+        while parent is not None and len(ancestors) < 1000:
+            ancestors.append(parent)
+            parent = layers_by_chain.get(parent.parent or "")
+        return all(self._entry_ready(item) for item in [*reversed(ancestors), layer])
+
     def _entry_ready(self, layer: PoolLayer) -> bool:
         """The layer's entry is sound (checked, or filled / repaired now)."""
+        if layer.chain_id in self._sound or layer.chain_id in self._failed:
+            return layer.chain_id in self._sound
+        if self._entry_checked_or_filled(layer):
+            self._sound.add(layer.chain_id)
+            return True
+        self._failed.add(layer.chain_id)
+        return False
+
+    def _entry_checked_or_filled(self, layer: PoolLayer) -> bool:
         try:
             store_pool.check_pool_dirs(self.pool)
             store_pool.check_entry(self.pool, layer)

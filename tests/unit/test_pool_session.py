@@ -256,3 +256,22 @@ def test_what_a_killed_registration_left_is_removed_by_the_next_one(
     assert f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c" not in keys  # its owner is gone
     assert f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f" in keys  # a live registration's: left alone
     assert "warning" not in stream.getvalue()
+
+
+@root_only
+def test_a_layer_the_daemon_extracted_itself_is_filled_when_a_child_needs_it(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    base = session_pool.layers_of_manifests(store.layout, [manifest])[0]
+    state = {"snapshots": {base.chain_id: {"parent": None, "kind": "Committed", "fs": "/x", "labels": {}}}, "calls": []}
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    output, stream = _output()
+    prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert prepared is not None and prepared.registrar is not None
+    report = prepared.registrar.report
+    assert (report.present, report.registered, report.filled) == (1, 2, 3), stream.getvalue()
+    assert "warning" not in stream.getvalue()
+    assert ctr_state(tmp_path)["snapshots"][base.chain_id]["fs"] == "/x"  # type: ignore[index]  # left as it was
+    prepared.release()
