@@ -285,3 +285,17 @@ def test_a_composecache_killed_while_filling_leaves_nothing_that_breaks_the_next
     assert gc["pool"]["staging_reclaimed"] >= 1, gc
     assert not list(staging.iterdir())
     assert _cache(b, cache_dir, "verify", "--deep").returncode == 0
+
+
+def test_docker_build_registers_pooled_layers_too(sessions: harness.Sessions, cache_dir: Path, project: Path) -> None:
+    build = ("-v", "docker", "build", "--progress", "plain", "--network", "none", "--target", "app", "-t", "poolimg",
+             ".")  # fmt: skip
+    a = sessions.start("stable")
+    harness.composecache(a, *build, cwd=project, extra_env=_env(cache_dir))
+    b = sessions.start("stable")
+    warm = harness.composecache(b, *build, cwd=project, extra_env=_env(cache_dir))
+    harness.assert_all_run_steps_cached(warm.output, at_least=3)
+    assert not EXTRACTING.findall(warm.output), warm.output
+    assert REGISTERED.search(warm.stderr), warm.stderr
+    out = harness.docker(b, "run", "--rm", "--network", "none", "poolimg", "sh", "-c", "sha256sum -c /data/sums")
+    assert out.stdout.count("OK") == 2, out.stdout
