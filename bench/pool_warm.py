@@ -62,7 +62,8 @@ EXTRACTING = re.compile(r"^#\d+ extracting sha256:", re.M)
 
 
 def du_bytes(path: Path) -> int:
-    out = subprocess.run(["du", "-x", "-s", "-B1", str(path)], capture_output=True, text=True, check=True)
+    # du exits 1 when a file vanishes during its walk (the daemon's own temp files); its total still stands.
+    out = subprocess.run(["du", "-x", "-s", "-B1", str(path)], capture_output=True, text=True, check=False)
     return int(out.stdout.split()[0])
 
 
