@@ -170,11 +170,12 @@ def test_a_fresh_session_registers_pooled_layers_instead_of_extracting(
     assert _read_files(c, "c") == expected
 
 
+@pytest.mark.parametrize("leg", ["stable", "latest"])
 def test_gc_with_grace_zero_while_a_container_runs_keeps_its_layers(
-    sessions: harness.Sessions, cache_dir: Path, project: Path
+    leg: str, sessions: harness.Sessions, cache_dir: Path, project: Path
 ) -> None:
-    expected = _cold(sessions, "stable", cache_dir, project)
-    b = sessions.start("stable")
+    expected = _cold(sessions, leg, cache_dir, project)
+    b = sessions.start(leg)
     _up(b, cache_dir, project, "b")
     before = pool_state(pool_root(cache_dir))
     # Prune every scope, so no scope references the blobs any more; then gc with no grace at all.
@@ -195,12 +196,13 @@ def test_gc_with_grace_zero_while_a_container_runs_keeps_its_layers(
     assert not list((pool_root(cache_dir) / "entries").iterdir())
 
 
+@pytest.mark.parametrize("leg", ["stable", "latest"])
 @pytest.mark.parametrize("damage", ["corrupt", "partial", "planted symlink"])
 def test_a_damaged_pool_entry_costs_one_line_and_is_repaired(
-    sessions: harness.Sessions, cache_dir: Path, project: Path, tmp_path: Path, damage: str
+    sessions: harness.Sessions, cache_dir: Path, project: Path, tmp_path: Path, damage: str, leg: str
 ) -> None:
-    expected = _cold(sessions, "stable", cache_dir, project)
-    b = sessions.start("stable")
+    expected = _cold(sessions, leg, cache_dir, project)
+    b = sessions.start(leg)
     _up(b, cache_dir, project, "b")  # fills the pool
     entries = sorted((pool_root(cache_dir) / "entries").iterdir(), key=lambda p: -len(list(p.rglob("*"))))
     victim = entries[0]  # the layer with the most files (the base stage's)
@@ -214,7 +216,7 @@ def test_a_damaged_pool_entry_costs_one_line_and_is_repaired(
     else:
         os.rename(victim / "tree", tmp_path / "moved-tree")
         (victim / "tree").symlink_to(elsewhere)
-    c = sessions.start("stable")
+    c = sessions.start(leg)
     env = {k: v for k, v in _env(cache_dir).items() if k != "COMPOSECACHE_STRICT"}
     result = harness.composecache(c, "-v", "-p", "c", "--progress", "plain", "up", "--build", "-d", cwd=project,
                                   extra_env=env)  # fmt: skip
