@@ -275,3 +275,16 @@ def test_a_layer_the_daemon_extracted_itself_is_filled_when_a_child_needs_it(
     assert "warning" not in stream.getvalue()
     assert ctr_state(tmp_path)["snapshots"][base.chain_id]["fs"] == "/x"  # type: ignore[index]  # left as it was
     prepared.release()
+
+
+def test_not_root_is_one_line_and_the_normal_path(
+    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    monkeypatch.setattr(session_pool.os, "geteuid", lambda: 1000)
+    output, stream = _output()
+    session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    warnings = [line for line in stream.getvalue().splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "needs root" in warnings[0], stream.getvalue()
+    assert not (tmp_path / "ctr.json").exists()  # not one ctr call
