@@ -334,6 +334,52 @@ def prune_command(
     print(f"pruned scope {report.scope!r}: freed {format_size(report.bytes_removed)} ({report.blobs_removed} blobs)")
 
 
+@app.command("fill")
+def fill_command(
+    ctx: typer.Context,
+    scopes: Annotated[list[str] | None, typer.Argument(help="Scopes to fill from (default: every scope).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Unpack the layers of scopes into the layer pool now (a build fills what it misses by itself)."""
+    import os
+
+    from composecache.store import pool
+    from composecache.store import scopes as store_scopes
+    from composecache.store.gc import find_scope_dir
+
+    state = _state(ctx)
+    store = state.open_store(writable=True)
+    if not store.writable:
+        state.output.error(f"cannot fill the pool: the cache at {store.base} is read-only")
+        raise typer.Exit(EXIT_FAILURE)
+    if os.geteuid() != 0:
+        state.output.error("filling the layer pool needs root", hint="pool trees hold root-owned files and devices")
+        raise typer.Exit(EXIT_FAILURE)
+    wanted = [find_scope_dir(store.layout, name)[1] for name in scopes] if scopes else None
+    if wanted is not None and None in wanted:
+        state.output.error(f"no cache scope {scopes[wanted.index(None)]!r}",  # type: ignore[index]
+                           hint="`composecache cache ls` lists the scopes")  # fmt: skip
+        raise typer.Exit(EXIT_FAILURE)
+    manifests = []
+    for scope_dir in wanted if wanted is not None else list(store_scopes.scope_dirs(store.layout)):
+        try:
+            content = store_scopes.inspect_scope(store.layout, scope_dir, check_sizes=False)  # type: ignore[arg-type]
+        except (store_scopes.ScopeProblem, OSError):
+            continue  # verify reports broken scopes
+        if content is not None:
+            manifests.append(content.manifest.digest)
+    report = pool.fill_scopes(store.layout, manifests, on_wait=state.output.info)
+    for line in report.refused:
+        state.output.warn(printable(f"not pooled: {line}"))
+    if as_json:
+        _print_json({"layers": report.layers, "present": report.present, "filled": report.filled,
+                     "bytes": report.bytes, "files": report.files, "seconds": round(report.seconds, 3),
+                     "refused": report.refused})  # fmt: skip
+        return
+    print(f"pool: filled {report.filled} of {report.layers} layers ({format_size(report.bytes)} in {report.files} "
+          f"files) in {report.seconds:.1f}s; {report.present} were there already")  # fmt: skip
+
+
 def main(args: list[str], settings: Settings, output: Output) -> int:
     """Run `composecache cache ARGS...`; returns the exit code (0 ok, 1 expected failure, 2 usage)."""
     command = typer.main.get_command(app)

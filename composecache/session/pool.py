@@ -53,11 +53,10 @@ from composecache.session.seeding import DaemonStore, Seeder
 from composecache.store import oci
 from composecache.store import pool as store_pool
 from composecache.store.layout import Layout
-from composecache.store.pool import PoolLayer, PoolLayout, PoolProblem
-from composecache.store.safefs import read_small_file
+from composecache.store.pool import UNCOMPRESSED, PoolLayer, PoolLayout, PoolProblem, layers_of_manifests
 
-UNCOMPRESSED = "containerd.io/uncompressed"
-CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+__all__ = ["UNCOMPRESSED", "Prepared", "Registrar", "layers_of_manifests", "prepare_daemon"]
+
 TEMP_KEY_PREFIX = "composecache-pool-"
 SNAPSHOT_DIR_RE = re.compile(r"/io\.containerd\.snapshotter\.v1\.overlayfs/snapshots/\d+/fs$")
 CTR_TIMEOUT_S = 60.0
@@ -67,51 +66,6 @@ REF_LABEL_CONTENT = "containerd.io/gc.ref.content.composecache.pool."
 
 class PoolUnavailable(Exception):
     """The pool cannot be used for this build; the message says why."""
-
-
-def layers_of_manifests(layout: Layout, manifests: Sequence[str]) -> list[PoolLayer]:
-    """Every layer chain of the imported cache manifests, parents first, each once."""
-    found: dict[str, PoolLayer] = {}
-    for digest in manifests:
-        match = oci.DIGEST_RE.match(digest)
-        if match is None:
-            continue
-        try:
-            manifest = json.loads(read_small_file(layout.blob(match.group(1))))
-            refs, annotations, config = _manifest_parts(manifest)
-            if config is None:
-                continue
-            config_bytes = read_small_file(layout.blob(config.hex))
-            if oci.sha256_digest(config_bytes) != config.digest:
-                continue  # the import reports it; a wrong config names wrong chains
-            layers = store_pool.chains_from_cache_config(refs, annotations, config_bytes)
-        except (OSError, ValueError):
-            continue
-        for layer in layers:
-            found.setdefault(layer.chain_id, layer)
-    return list(found.values())
-
-
-def _manifest_parts(manifest: Any) -> tuple[list[oci.Descriptor], dict[str, str], oci.Descriptor | None]:
-    if not isinstance(manifest, dict):
-        raise oci.OciError("the cache manifest is not an object")
-    raw: Any = manifest.get("manifests") if "manifests" in manifest else manifest.get("layers", [])
-    if not isinstance(raw, list):
-        raise oci.OciError("the cache manifest has no descriptors")
-    refs: list[oci.Descriptor] = []
-    annotations: dict[str, str] = {}
-    config = None
-    for item in [*raw, *([manifest["config"]] if isinstance(manifest.get("config"), dict) else [])]:
-        descriptor = oci.parse_descriptor(item)
-        if descriptor.media_type == CACHE_CONFIG:
-            config = descriptor
-            continue
-        refs.append(descriptor)
-        notes = item.get("annotations") if isinstance(item, dict) else None
-        diff_id = notes.get(UNCOMPRESSED) if isinstance(notes, dict) else None
-        if isinstance(diff_id, str) and oci.DIGEST_RE.match(diff_id):
-            annotations[descriptor.digest] = diff_id
-    return refs, annotations, config
 
 
 @dataclass

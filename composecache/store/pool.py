@@ -50,6 +50,8 @@ from composecache.store.locking import LockTimeout, acquire, probe
 from composecache.store.safefs import UnsafePath, atomic_write_bytes, read_small_file, remove_tree
 
 POOL_ENV = "COMPOSECACHE_POOL"
+UNCOMPRESSED = "containerd.io/uncompressed"
+CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 POOL_GRACE_S = 7 * 24 * 3600.0  # longer than a session lives: sessions refresh their record at each build
 ENTRY_FORMAT = "composecache-pool-entry"
 ENTRY_VERSION = 1
@@ -152,6 +154,51 @@ def chains_from_cache_config(manifest_refs: Sequence[oci.Descriptor], annotation
         for item in reversed(chain):
             found[item.chain_id] = item
     return list(found.values())
+
+
+def layers_of_manifests(layout: Layout, manifests: Sequence[str]) -> list[PoolLayer]:
+    """Every layer chain of the imported cache manifests, parents first, each once."""
+    found: dict[str, PoolLayer] = {}
+    for digest in manifests:
+        match = oci.DIGEST_RE.match(digest)
+        if match is None:
+            continue
+        try:
+            manifest = json.loads(read_small_file(layout.blob(match.group(1))))
+            refs, annotations, config = _manifest_parts(manifest)
+            if config is None:
+                continue
+            config_bytes = read_small_file(layout.blob(config.hex))
+            if oci.sha256_digest(config_bytes) != config.digest:
+                continue  # the import reports it; a wrong config names wrong chains
+            layers = chains_from_cache_config(refs, annotations, config_bytes)
+        except (OSError, ValueError):
+            continue
+        for layer in layers:
+            found.setdefault(layer.chain_id, layer)
+    return list(found.values())
+
+
+def _manifest_parts(manifest: Any) -> tuple[list[oci.Descriptor], dict[str, str], oci.Descriptor | None]:
+    if not isinstance(manifest, dict):
+        raise oci.OciError("the cache manifest is not an object")
+    raw: Any = manifest.get("manifests") if "manifests" in manifest else manifest.get("layers", [])
+    if not isinstance(raw, list):
+        raise oci.OciError("the cache manifest has no descriptors")
+    refs: list[oci.Descriptor] = []
+    annotations: dict[str, str] = {}
+    config = None
+    for item in [*raw, *([manifest["config"]] if isinstance(manifest.get("config"), dict) else [])]:
+        descriptor = oci.parse_descriptor(item)
+        if descriptor.media_type == CACHE_CONFIG:
+            config = descriptor
+            continue
+        refs.append(descriptor)
+        notes = item.get("annotations") if isinstance(item, dict) else None
+        diff_id = notes.get(UNCOMPRESSED) if isinstance(notes, dict) else None
+        if isinstance(diff_id, str) and oci.DIGEST_RE.match(diff_id):
+            annotations[descriptor.digest] = diff_id
+    return refs, annotations, config
 
 
 # --- where things are ----------------------------------------------------------------------------
@@ -660,3 +707,52 @@ def verify_pool(layout: Layout, *, deep: bool, quarantine: bool) -> tuple[list[P
             with contextlib.suppress(OSError, PoolProblem):
                 quarantine_entry(pool, entry.hex, str(problem))
     return issues, len(listed)
+
+
+# --- filling ahead of time (`composecache cache fill`) -----------------------------------------------
+
+
+@dataclass
+class FillReport:
+    layers: int = 0
+    present: int = 0
+    filled: int = 0
+    bytes: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    refused: list[str] = field(default_factory=list)
+
+
+def fill_scopes(layout: Layout, manifests: Sequence[str], on_wait: Any = None) -> FillReport:
+    """Fill the pool with every layer chain of `manifests` (parents first); what could not be, and why."""
+    started = time.monotonic()
+    report = FillReport()
+    layers = layers_of_manifests(layout, manifests)
+    report.layers = len(layers)
+    pool = PoolLayout(layout)
+    failed: set[str] = set()
+    for layer in layers:
+        if layer.parent in failed:
+            failed.add(layer.chain_id)
+            continue
+        try:
+            check_pool_dirs(pool)
+            check_entry(pool, layer)
+            report.present += 1
+            continue
+        except PoolProblem as problem:
+            if problem.kind != MISSING:
+                quarantine_entry(pool, layer.hex, str(problem))
+        except FileNotFoundError:
+            pass
+        try:
+            info = fill_entry(layout, layer, on_wait=on_wait)
+        except (FillRefused, OSError, PoolProblem) as exc:
+            failed.add(layer.chain_id)
+            report.refused.append(f"{layer.chain_id}: {exc}")
+            continue
+        report.filled += 1
+        report.bytes += info.bytes
+        report.files += info.members
+    report.seconds = time.monotonic() - started
+    return report

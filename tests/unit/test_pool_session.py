@@ -288,3 +288,24 @@ def test_not_root_is_one_line_and_the_normal_path(
     warnings = [line for line in stream.getvalue().splitlines() if "warning" in line]
     assert len(warnings) == 1 and "needs root" in warnings[0], stream.getvalue()
     assert not (tmp_path / "ctr.json").exists()  # not one ctr call
+
+
+@root_only
+def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path) -> None:
+    from composecache.commands import cache as cache_command
+    from composecache.settings import Settings
+
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    report = store_pool.fill_scopes(store.layout, [manifest])
+    assert (report.layers, report.filled, report.present, report.refused) == (3, 3, 0, [])
+    assert report.bytes == len(b"base\n") + 5000
+    again = store_pool.fill_scopes(store.layout, [manifest])
+    assert (again.filled, again.present) == (0, 3)
+    for layer in session_pool.layers_of_manifests(store.layout, [manifest]):
+        store_pool.check_entry(PoolLayout(store.layout), layer)
+    output, stream = _output()
+    settings = Settings(cache_dir=tmp_path / "cache")
+    assert cache_command.main(["fill", "proj/app"], settings, output) == 0
+    assert cache_command.main(["fill", "no/such"], settings, output) == 1
+    assert "no cache scope 'no/such'" in stream.getvalue()
