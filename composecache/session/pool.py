@@ -40,7 +40,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -430,17 +430,21 @@ def prepare_daemon(
     output: Output,
     *,
     fill: bool,
+    fall_back: Callable[[str], None] | None = None,
 ) -> Prepared | None:
     """Pool registration, then seeding for what the pool did not cover; None when neither ran.
 
     `fill`: the store is writable by this build (a read-only consumer never fills the pool).
+    `fall_back`: how the one line is said (default Output.fall_back; the build lifecycle's own
+    defers strict mode's failure until the build has run and cleaned up).
     Never raises for a pool problem: one line and the normal path.
     """
     prepared = Prepared()
     if layout is None or not manifests:
         pass
     elif isinstance(daemon, DaemonStore) and store_pool.enabled(env):
-        prepared.registrar = _register(layout, manifests, daemon, env, output, fill=fill)
+        prepared.registrar = _register(layout, manifests, daemon, env, output, fill=fill,
+                                       fall_back=fall_back or output.fall_back)  # fmt: skip
     elif isinstance(daemon, DaemonStore):
         output.debug(f"{store_pool.POOL_ENV}=0: not registering pooled layers")
     prepared.seeder = seeding.seed_imports(layout, manifests, daemon, env, output)
@@ -448,25 +452,25 @@ def prepare_daemon(
 
 
 def _register(layout: Layout, manifests: Sequence[str], daemon: DaemonStore, env: Mapping[str, str],
-              output: Output, *, fill: bool) -> Registrar | None:  # fmt: skip
+              output: Output, *, fill: bool, fall_back: Callable[[str], None]) -> Registrar | None:  # fmt: skip
     registrar = Registrar(daemon, layout, env, fill=fill)
     registrar.on_wait = output.info
     try:
         report = registrar.register(manifests)
     except PoolUnavailable as exc:
         registrar.release()
-        output.fall_back(f"the layer pool is off for this build ({exc}); layers extract the normal way")
+        fall_back(f"the layer pool is off for this build ({exc}); layers extract the normal way")
         return None
     except Exception as exc:  # an optimisation must never cost the build
         registrar.release()
-        output.fall_back(f"the layer pool failed ({exc!r}); layers extract the normal way")
+        fall_back(f"the layer pool failed ({exc!r}); layers extract the normal way")
         return None
     try:
         for line in report.repaired:
             output.warn(f"{line}: moved it to the pool's quarantine and filled it again from its blob")
         if report.problems:
             more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-            output.fall_back(f"pool: {report.problems[0]}{more}; those layers extract the normal way")
+            fall_back(f"pool: {report.problems[0]}{more}; those layers extract the normal way")
     except BaseException:  # strict mode raises: nothing stays pinned
         registrar.release()
         raise

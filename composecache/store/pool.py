@@ -102,8 +102,9 @@ class PoolLayer:
         return self.chain_id.split(":", 1)[1]
 
 
-def chains_from_cache_config(manifest_refs: Sequence[oci.Descriptor], annotations: Mapping[str, str],
-                             config: bytes) -> list[PoolLayer]:  # fmt: skip
+def chains_from_cache_config(  # noqa: C901  (one walk of the config's parent links, every way it can be bad)
+    manifest_refs: Sequence[oci.Descriptor], annotations: Mapping[str, str], config: bytes
+) -> list[PoolLayer]:
     """Every layer chain a BuildKit cache config names (parents before children), each once.
 
     `annotations`: blob digest -> its `containerd.io/uncompressed` diffID (from the cache manifest).
@@ -620,41 +621,9 @@ def collect_pool(layout: Layout, existing_blobs: set[str], *, now: float, pool_g
         return report
     records = use_records(layout, now, pool_grace_s)
     mounted = mounted_lower_dirs()
-    for listed in list_entries(layout):
-        path = pool.entries / listed.hex
-        tree = os.path.realpath(path / TREE)
-        in_use = f"sha256:{listed.hex}" in records.entries or tree in mounted
-        blob_alive = listed.info is not None and listed.info.blob in existing_blobs
-        if in_use:
-            report.entries_kept_in_use += 1
-            continue
-        if blob_alive:
-            continue
-        if _remove_via_trash(pool, path):
-            report.entries_removed += 1
-            report.bytes_removed += listed.info.bytes if listed.info is not None else 0
-    for name in _listdir(pool.staging):
-        match = STAGING_RE.match(name)
-        if match is None:
-            continue
-        with contextlib.suppress(OSError):
-            held = probe(pool.locks / f"{match.group(1)}.lock")
-            if held is not None:  # no one fills it: left by a killed composecache
-                try:
-                    remove_tree(pool.staging / name)
-                    report.staging_reclaimed += 1
-                finally:
-                    held.release()
-    for name in _listdir(pool.quarantine):
-        path = pool.quarantine / name
-        with contextlib.suppress(OSError):
-            if name.endswith(".reason"):
-                if not os.path.lexists(path.with_suffix("")):
-                    os.unlink(path)
-                continue
-            old = os.lstat(path).st_mtime < now - pool_grace_s
-            if old and os.path.realpath(path / TREE) not in mounted and _remove_via_trash(pool, path):
-                report.quarantine_removed += 1
+    _collect_entries(layout, pool, existing_blobs, records, mounted, report)
+    _collect_staging(pool, report)
+    _collect_quarantine(pool, mounted, now - pool_grace_s, report)
     for name in _listdir(pool.trash):  # a gc killed while deleting
         with contextlib.suppress(OSError):
             remove_tree(pool.trash / name)
@@ -663,6 +632,49 @@ def collect_pool(layout: Layout, existing_blobs: set[str], *, now: float, pool_g
             os.unlink(path)
             report.records_expired += 1
     return report
+
+
+def _collect_entries(layout: Layout, pool: PoolLayout, existing_blobs: set[str], records: UseRecords,
+                     mounted: set[str], report: PoolGcReport) -> None:  # fmt: skip
+    for listed in list_entries(layout):
+        path = pool.entries / listed.hex
+        if f"sha256:{listed.hex}" in records.entries or os.path.realpath(path / TREE) in mounted:
+            report.entries_kept_in_use += 1
+        elif listed.info is not None and listed.info.blob in existing_blobs:
+            continue  # the unpacked form of a blob the store keeps
+        elif _remove_via_trash(pool, path):
+            report.entries_removed += 1
+            report.bytes_removed += listed.info.bytes if listed.info is not None else 0
+
+
+def _collect_staging(pool: PoolLayout, report: PoolGcReport) -> None:
+    """Staging whose entry lock no one holds: left by a killed composecache."""
+    for name in _listdir(pool.staging):
+        match = STAGING_RE.match(name)
+        if match is None:
+            continue
+        with contextlib.suppress(OSError):
+            held = probe(pool.locks / f"{match.group(1)}.lock")
+            if held is None:
+                continue  # a fill in progress
+            try:
+                remove_tree(pool.staging / name)
+                report.staging_reclaimed += 1
+            finally:
+                held.release()
+
+
+def _collect_quarantine(pool: PoolLayout, mounted: set[str], cutoff: float, report: PoolGcReport) -> None:
+    for name in _listdir(pool.quarantine):
+        path = pool.quarantine / name
+        with contextlib.suppress(OSError):
+            if name.endswith(".reason"):
+                if not os.path.lexists(path.with_suffix("")):
+                    os.unlink(path)
+                continue
+            old = os.lstat(path).st_mtime < cutoff
+            if old and os.path.realpath(path / TREE) not in mounted and _remove_via_trash(pool, path):
+                report.quarantine_removed += 1
 
 
 def _listdir(path: Path) -> list[str]:

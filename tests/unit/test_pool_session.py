@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,7 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonSto
                                content_blobs=blobs, snapshotter="overlayfs")  # fmt: skip
 
 
-def ctr_state(tmp_path: Path) -> dict[str, object]:
+def ctr_state(tmp_path: Path) -> Any:
     return json.loads((tmp_path / "ctr.json").read_text())
 
 
@@ -144,7 +145,8 @@ def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
         snap = snaps[layer.chain_id]
         assert snap["parent"] == layer.parent and snap["kind"] == "Committed"
         assert os.readlink(snap["fs"]) == str(pool.tree(layer.hex))
-        link = daemon.content_blobs / layer.blob.hex  # type: ignore[operator]
+        assert daemon.content_blobs is not None
+        link = daemon.content_blobs / layer.blob.hex
         assert os.readlink(link) == str(store.layout.blob(layer.blob.hex))
     records = store_pool.use_records(store.layout, 1e12 - 1, 1e12)
     assert records.entries == {layer.chain_id for layer in layers}
@@ -252,7 +254,7 @@ def test_what_a_killed_registration_left_is_removed_by_the_next_one(
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
     assert prepared is not None
     prepared.release()
-    keys = set(ctr_state(tmp_path)["snapshots"])  # type: ignore[arg-type]
+    keys = set(ctr_state(tmp_path)["snapshots"])
     assert f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c" not in keys  # its owner is gone
     assert f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f" in keys  # a live registration's: left alone
     assert "warning" not in stream.getvalue()
@@ -273,7 +275,7 @@ def test_a_layer_the_daemon_extracted_itself_is_filled_when_a_child_needs_it(
     report = prepared.registrar.report
     assert (report.present, report.registered, report.filled) == (1, 2, 3), stream.getvalue()
     assert "warning" not in stream.getvalue()
-    assert ctr_state(tmp_path)["snapshots"][base.chain_id]["fs"] == "/x"  # type: ignore[index]  # left as it was
+    assert ctr_state(tmp_path)["snapshots"][base.chain_id]["fs"] == "/x"  # left as it was
     prepared.release()
 
 
@@ -282,7 +284,7 @@ def test_not_root_is_one_line_and_the_normal_path(
 ) -> None:
     store = Store.open(tmp_path / "cache", "default")
     manifest = publish_image(store, "proj/app", IMAGE)
-    monkeypatch.setattr(session_pool.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     output, stream = _output()
     session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
     warnings = [line for line in stream.getvalue().splitlines() if "warning" in line]
