@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from composecache.errors import CacheUnavailable
 from composecache.output import Output, printable
 from composecache.settings import Settings
 from composecache.store import ImportSpec, PublishOutcome, Staging, Store
 from composecache.store.layout import Layout
+
+if TYPE_CHECKING:
+    from composecache.remote.tier import RemoteTier
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class CacheSlot:
     cache_from: list[str] = field(default_factory=list)
     imported_from: list[str] = field(default_factory=list)
     imports: list[ImportSpec] = field(default_factory=list)  # leases held until finish()
+    remote_imports: list[tuple[str, str]] = field(default_factory=list)  # (scope, cache_from) from the registry
     cache_to: str | None = None
     staging: Staging | None = None
     outcome: PublishOutcome | None = None
@@ -55,6 +60,11 @@ class CachedBuild:
         self.store: Store | None = None
         self.slots: dict[str, CacheSlot] = {}
         self._warned: set[str] = set()
+        self.remote: RemoteTier | None = None
+        if settings.remote and not settings.disabled:  # the registry tier (composecache/remote/): only when asked
+            from composecache.remote.tier import RemoteTier
+
+            self.remote = RemoteTier.from_settings(settings, output)
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -93,6 +103,11 @@ class CachedBuild:
     def prepare(self, requests: Sequence[CacheRequest]) -> dict[str, CacheSlot]:
         """Reserve imports and exports; never raises for cache problems."""
         store = self.store if self.store is not None else self.open_store()
+        look = None
+        if self.remote is not None:  # one bounded look at the registry, while the local store is read
+            from composecache.runner import Background
+
+            look = Background(self.remote.look, [scope for r in requests for scope in r.import_scopes])
         for request in requests:
             slot = CacheSlot(request)
             self.slots[request.key] = slot
@@ -121,6 +136,12 @@ class CachedBuild:
             except (CacheUnavailable, OSError) as exc:
                 self._warn_once(f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export")
                 slot.export_note = "export failed to start"
+        if look is not None and self.remote is not None:
+            look.result()
+            for slot in self.slots.values():
+                local = {spec.scope: spec.digest for spec in slot.imports}
+                slot.remote_imports = self.remote.imports_for(slot.request.import_scopes, local)
+                slot.cache_from += [spec for _, spec in slot.remote_imports]
         return self.slots
 
     def run_with_recovery(self, run: Callable[[], int], stale: Callable[[], bool] | None = None) -> int:
@@ -133,6 +154,8 @@ class CachedBuild:
         """
         status = run()
         if 0 < status < 128 and self.drop_corrupt_imports():
+            status = run()
+        if 0 < status < 128 and self.drop_remote_imports():
             status = run()
         if 0 < status < 128 and stale is not None and stale():
             status = run()
@@ -169,6 +192,25 @@ class CachedBuild:
                 self.store.release_import(spec)
         return any(checked.values())
 
+    def drop_remote_imports(self) -> bool:
+        """After a failed build that imported from the registry: drop those imports (True if any).
+
+        What a registry serves is checked by BuildKit as it pulls; a registry that fails or lies in
+        the middle of a build must not fail a build that succeeds without it.
+        """
+        dropped = False
+        for slot in self.slots.values():
+            for _, spec in slot.remote_imports:
+                slot.cache_from.remove(spec)
+                dropped = True
+            slot.remote_imports = []
+        if dropped and self.remote is not None:
+            from composecache.remote.client import RemoteError
+
+            self.remote.fail(RemoteError("server", "a build that imported from it failed"),
+                             "building again without the registry")  # fmt: skip
+        return dropped
+
     def imported_digests(self) -> list[str]:
         """The digest of every cache manifest this build imports, each once (for seeding)."""
         return list(dict.fromkeys(spec.digest for slot in self.slots.values() for spec in slot.imports))
@@ -178,6 +220,8 @@ class CachedBuild:
         for slot in self.slots.values():
             if slot.staging is not None:
                 self._publish(slot, keep=True)
+                if self.remote is not None:
+                    self.remote.observe(slot.request.key, slot.staging.path, slot.outcome is not None)
 
     def _publish(self, slot: CacheSlot, *, keep: bool) -> None:
         assert self.store is not None and slot.staging is not None
@@ -205,6 +249,8 @@ class CachedBuild:
             if slot.staging is None:
                 continue
             self._publish(slot, keep=True)
+            if self.remote is not None:
+                self.remote.observe(slot.request.key, slot.staging.path, slot.outcome is not None)
             if slot.outcome is None and slot.staging.export_incomplete():
                 self._warn_once(f"{slot.request.key}: the cache export did not complete (see the build log); "
                                 "nothing was published")  # fmt: skip
@@ -214,6 +260,10 @@ class CachedBuild:
             except (CacheUnavailable, OSError) as exc:
                 self._warn_once(f"could not remove a staging directory ({_reason(exc)})")
             slot.staging = None
+        if self.remote is not None and self.export:
+            published = {slot.request.export_scope: slot.outcome.digest for slot in self.slots.values()
+                         if slot.outcome is not None and slot.outcome.published and slot.outcome.digest}  # fmt: skip
+            self.remote.push(published)
         if summary:
             for line in self.summary_lines():
                 self.output.info(line)
@@ -221,9 +271,8 @@ class CachedBuild:
     def summary_lines(self) -> list[str]:
         lines = []
         for slot in self.slots.values():
-            imported = (
-                f"import from {', '.join(slot.imported_from)}" if slot.imported_from else "cold (nothing to import)"
-            )
+            sources = [*slot.imported_from, *(f"registry {scope}" for scope, _ in slot.remote_imports)]
+            imported = f"import from {', '.join(sources)}" if sources else "cold (nothing to import)"
             if slot.outcome is not None and slot.outcome.published:
                 exported = "exported"
             elif slot.outcome is not None:

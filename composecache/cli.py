@@ -45,6 +45,10 @@ Options (before the compose arguments):
                        default /buildkit-cache if it exists, else
                        $XDG_CACHE_HOME/composecache]
   --read-only          import from the cache, never export [COMPOSECACHE_READ_ONLY=1]
+  --remote REG/REPO    also use the build cache in this OCI registry, shared
+                       between hosts: import what this host lacks, push what
+                       it builds [COMPOSECACHE_REMOTE; plain HTTP with
+                       COMPOSECACHE_REMOTE_INSECURE=1]
   --strategy S         auto | override | bake (default auto: an override file
                        for compose; bake builds with `docker buildx bake --set`
                        and then runs compose with --no-build)
@@ -55,6 +59,8 @@ Options (before the compose arguments):
 
 Environment: COMPOSECACHE_DIR, COMPOSECACHE_DISABLE=1 (pure passthrough),
 COMPOSECACHE_READ_ONLY=1, COMPOSECACHE_SCOPE_PREFIX, COMPOSECACHE_NAMESPACE,
+COMPOSECACHE_REMOTE, COMPOSECACHE_REMOTE_INSECURE=1, COMPOSECACHE_REMOTE_WAIT=SECONDS
+(how long a build waits for its registry push; default: as long as its export took),
 COMPOSECACHE_SEED=0 (no seeding of the daemon's content store),
 COMPOSECACHE_MEMO=0 (ask compose and docker every time; the session memo lives in
 $COMPOSECACHE_MEMO_DIR, default ~/.cache/composecache-memo), NO_COLOR.
@@ -86,7 +92,7 @@ def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, li
             changes["quiet"] = True
         elif arg in {"-v", "--verbose"} or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
             verbose += 1 if arg.startswith("--") else len(arg) - 1
-        elif name in {"--cache-dir", "--strategy"}:
+        elif name in {"--cache-dir", "--strategy", "--remote"}:
             if sep:
                 value = inline
             elif i + 1 < len(args):
@@ -94,7 +100,12 @@ def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, li
                 value = args[i]
             else:
                 raise UsageError(f"{name} needs a value", hint="see composecache --help")
-            if name == "--strategy":
+            if name == "--remote":
+                from composecache.remote.config import parse_remote
+
+                parse_remote(value)  # a clear usage error now, not a warning per build
+                changes["remote"] = value
+            elif name == "--strategy":
                 if value not in STRATEGIES:
                     raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {value!r}")
                 changes["strategy"] = value
