@@ -248,6 +248,16 @@ class RegistryClient:
         if done.status not in {201, 204}:
             raise _unexpected(self.remote, "PUT blob", done)
 
+    def try_upload(self) -> None:
+        """Start a blob upload and cancel it: whether this client may push (nothing is written)."""
+        start = self.request("POST", f"/v2/{self.remote.repository}/blobs/uploads/", headers={"Content-Length": "0"})
+        if start.status not in {202, 201}:
+            raise _unexpected(self.remote, "POST blob upload", start)
+        location = start.header("location")
+        if location:
+            target = urllib.parse.urljoin(self.url(f"/v2/{self.remote.repository}/blobs/uploads/"), location)
+            self.request("DELETE", target)  # best effort: distribution purges abandoned uploads anyway
+
     def put_manifest(self, tag: str, body: bytes, media_type: str) -> str:
         path = f"/v2/{self.remote.repository}/manifests/{tag}"
         response = self.request("PUT", path, headers={"Content-Type": media_type}, body=body,
