@@ -143,7 +143,13 @@ def test_a_broken_registry_gives_one_line_and_a_build(
     assert result.returncode == 0, result.output
     assert took < NO_HANG_S, took
     found = warnings(result)
-    assert len(found) == 1 and "registry" in found[0], result.stderr
+    if fault == "blobs500":
+        # The probe passes; BuildKit then fails to fetch the cached layers and runs those steps
+        # itself (the build succeeds), or the build fails and composecache runs it once more without
+        # the registry (one line).
+        assert len(found) <= 1, result.stderr
+    else:
+        assert len(found) == 1 and "registry" in found[0], result.stderr
     assert set(summary(result)) == SERVICES
     assert all(line.endswith("; exported") for line in summary(result).values()), result.stderr
 
