@@ -23,7 +23,7 @@ MODES = ("500", "garbage", "hang", "blobs500")
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _any(self) -> None:

@@ -26,7 +26,7 @@ from tests.e2e.faultkit import Lab, summary, warnings
 from tests.e2e.registry_faults import closed_port, fault_proxy
 
 sys.path.insert(0, str(harness.REPO / "scripts"))
-import registrylib  # noqa: E402
+import registrylib
 
 FIXTURE = "stack"
 SERVICES = {"api", "worker", "web", "docs"}

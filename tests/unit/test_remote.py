@@ -1,0 +1,194 @@
+"""The registry tier's logic without a daemon: tags, the remote setting, credentials, the HTTP client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from composecache.errors import UsageError
+from composecache.output import Output
+from composecache.remote import credentials
+from composecache.remote.client import RegistryClient, RemoteError
+from composecache.remote.config import parse_remote
+from composecache.remote.naming import TAG_RE, scope_tag
+from composecache.remote.tier import Probe, RemoteTier
+from composecache.settings import Settings
+from composecache.store.naming import safe_dirname
+
+
+@pytest.mark.parametrize("scope", ["api", "Api", "github.com/acme/shop/api", "../../etc", "é漢", "x" * 500, "a:b@c"])
+def test_scope_tags_are_valid_tags(scope: str) -> None:
+    tag = scope_tag(scope)
+    assert TAG_RE.match(tag) and len(tag) <= 128
+    assert tag == safe_dirname(scope)  # the store's own naming
+    assert TAG_RE.match(scope_tag(scope, "tenant-B/Weird Name"))
+
+
+def test_scope_tags_never_collide() -> None:
+    names = ["api", "Api", "API", "a/pi", "a_pi", "a.pi"]
+    tags = {scope_tag(name) for name in names} | {scope_tag(name, "other") for name in names}
+    assert len(tags) == 2 * len(names)
+
+
+def test_parse_remote() -> None:
+    remote = parse_remote("registry.internal:5000/team/buildcache")
+    assert (remote.registry, remote.repository, remote.scheme) == ("registry.internal:5000", "team/buildcache", "https")
+    assert parse_remote("127.0.0.1:5000/cc").scheme == "http"  # loopback: plain HTTP
+    assert parse_remote("localhost:5000/cc").loopback
+    assert parse_remote("http://reg.example:80/cc").insecure
+    ref = parse_remote("reg.example/cc", insecure=True).cache_from("api", "default", "sha256:" + "a" * 64)
+    assert ref == f"type=registry,ref=reg.example/cc:{scope_tag('api')}@sha256:{'a' * 64},registry.insecure=true"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "buildcache", "reg.example/", "reg.example/Cache", "reg.example/cc:tag", "u:p@reg.example/cc",
+             "reg.example/cc@sha256:00", "not a remote", "reg..example/cc"]
+)  # fmt: skip
+def test_parse_remote_rejects(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_remote(text)
+
+
+def _config(tmp_path: Path, data: dict[str, object]) -> dict[str, str]:
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    return {"DOCKER_CONFIG": str(tmp_path), "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+
+
+def test_credentials_from_auths(tmp_path: Path) -> None:
+    auth = base64.b64encode(b"builder:pw:with:colons").decode()
+    env = _config(tmp_path, {"auths": {"https://reg.example:5000": {"auth": auth}}})
+    found = credentials.lookup("reg.example:5000", env)
+    assert found is not None and (found.username, found.secret) == ("builder", "pw:with:colons")
+    assert "pw" not in repr(found)
+    assert credentials.lookup("other.example", env) is None
+
+
+def test_credentials_from_a_helper(tmp_path: Path) -> None:
+    helper = tmp_path / "docker-credential-fake"
+    helper.write_text('#!/bin/sh\nread host\n[ "$host" = reg.example ] || exit 1\n'
+                      'echo \'{"Username": "u", "Secret": "tok"}\'\n')  # fmt: skip
+    helper.chmod(0o755)
+    env = _config(tmp_path, {"credHelpers": {"reg.example": "fake"}})
+    found = credentials.lookup("reg.example", env)
+    assert found is not None and found.secret == "tok" and "docker-credential-fake" in found.source
+    env = _config(tmp_path, {"credsStore": "missing"})
+    with pytest.raises(credentials.CredentialsError, match="not installed"):
+        credentials.lookup("reg.example", env)
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """A registry's auth behaviour (Basic or a Bearer token service), for the client only."""
+
+    scheme = "basic"
+    password = "right"
+    seen: list[str] = []  # noqa: RUF012
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _reply(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        self.seen.append(f"{self.command} {self.path} {auth.split(' ')[0]}")
+        good = base64.b64encode(f"u:{self.password}".encode()).decode()
+        if self.path.startswith("/token"):
+            ok = auth == f"Basic {base64.b64encode(b'u:right').decode()}"
+            self._reply(200 if ok else 401, body=json.dumps({"token": "T0KEN"}).encode())
+            return
+        if self.scheme == "basic" and auth != f"Basic {good}":
+            self._reply(401, {"WWW-Authenticate": 'Basic realm="r"'})
+        elif self.scheme == "bearer" and auth != "Bearer T0KEN":
+            port = self.server.server_address[1]
+            challenge = f'Bearer realm="http://127.0.0.1:{port}/token",service="reg"'
+            self._reply(401, {"WWW-Authenticate": challenge})
+        elif "/blobs/" in self.path:
+            self._reply(500, body=b'{"errors": [{"code": "UNKNOWN"}]}')
+        elif "manifests/missing" in self.path:
+            self._reply(404)
+        elif "manifests/" in self.path:
+            self._reply(200, {"Docker-Content-Digest": "sha256:" + "b" * 64}, b"{}")
+        elif self.path.startswith("/v2/"):
+            self._reply(200, body=b"{}")
+        else:
+            self._reply(500, body=b'{"errors": [{"code": "UNKNOWN"}]}')
+
+    do_HEAD = do_GET
+
+
+@pytest.fixture
+def fake_registry() -> Iterator[tuple[str, type[_Registry]]]:
+    handler = type("Handler", (_Registry,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+def test_client_authenticates_once(fake_registry: tuple[str, type[_Registry]], scheme: str) -> None:
+    host, handler = fake_registry
+    handler.scheme = scheme
+    client = RegistryClient(parse_remote(f"{host}/cc"), credentials.Credentials("u", "right", "config.json"))
+    client.ping()
+    assert client.manifest_digest("api") == "sha256:" + "b" * 64
+    assert client.manifest_digest("missing") is None
+    assert len([line for line in handler.seen if line.endswith(" ")]) == 1  # one anonymous try, then authorised
+
+
+def test_client_wrong_credentials(fake_registry: tuple[str, type[_Registry]]) -> None:
+    host, handler = fake_registry
+    handler.scheme = "bearer"
+    client = RegistryClient(parse_remote(f"{host}/cc"), credentials.Credentials("u", "wrong", "config.json"))
+    with pytest.raises(RemoteError) as caught:
+        client.ping()
+    assert caught.value.kind == "auth" and "wrong" not in caught.value.message
+
+
+def test_client_unreachable_and_server_errors(fake_registry: tuple[str, type[_Registry]]) -> None:
+    host, handler = fake_registry
+    handler.scheme = "none"
+    client = RegistryClient(parse_remote(f"{host}/cc"), None)
+    with pytest.raises(RemoteError) as caught:
+        client.blob_exists("sha256:" + "c" * 64)
+    assert caught.value.kind == "server" and "HTTP 500" in caught.value.message
+    client.remote = parse_remote("127.0.0.1:1/cc")
+    with pytest.raises(RemoteError) as caught:
+        client.ping()
+    assert caught.value.kind == "unreachable"
+
+
+def test_tier_imports_only_what_the_host_lacks(tmp_path: Path) -> None:
+    settings = Settings(cache_dir=tmp_path, remote="127.0.0.1:5000/cc")
+    tier = RemoteTier.from_settings(settings, Output(), {})
+    assert tier is not None
+    same, other = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    tier.probe = Probe(digests={"a": same, "b": other, "c": None})
+    found = tier.imports_for(["a", "b", "c", "d"], {"a": same, "b": same})
+    assert [scope for scope, _ in found] == ["b"]
+    assert found[0][1].endswith(f"@{other}")
+    tier.failed = "down"
+    assert tier.imports_for(["b"], {}) == []
+
+
+def test_tier_bad_setting_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
+    assert RemoteTier.from_settings(Settings(cache_dir=tmp_path, remote="nonsense"), Output(), {}) is None
+    assert capsys.readouterr().err.count("warning") == 1
