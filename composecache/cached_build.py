@@ -104,9 +104,12 @@ def prepare_session_daemon(
 def extra_cache_entries(request: CacheRequest, settings: Settings) -> tuple[list[str], list[str]]:
     """THE HOOK for cache sources and destinations beyond the local store: (cache_from, cache_to) entries.
 
-    The local store's entries are reserved by CachedBuild.prepare; nothing else is configured
-    today.  A registry tier returns its `type=registry,...` entries for `request` here; every
-    front-end passes them on through CacheSlot.cache_from_entries / cache_to_entries.
+    The local store's entries are reserved by CachedBuild.prepare; every front-end passes these
+    on through CacheSlot.cache_from_entries / cache_to_entries.  The registry tier
+    (composecache/remote/) does not add static entries here: which scopes it imports depends on
+    what the local store holds and what the registry answered, so CachedBuild.prepare appends
+    its `type=registry,...` imports to `extra_from` after the local reservation, and it pushes
+    published scopes itself after the build (no second cache_to: the build never waits for it).
     """
     return [], []
 
@@ -243,7 +246,7 @@ class CachedBuild:
             for slot in self.slots.values():
                 local = {spec.scope: spec.digest for spec in slot.imports}
                 slot.remote_imports = self.remote.imports_for(slot.request.import_scopes, local)
-                slot.cache_from += [spec for _, spec in slot.remote_imports]
+                slot.extra_from += [spec for _, spec in slot.remote_imports]
         return self.slots
 
     def run_with_recovery(self, run: Callable[[], int], stale: Callable[[], bool] | None = None) -> int:
@@ -303,7 +306,7 @@ class CachedBuild:
         dropped = False
         for slot in self.slots.values():
             for _, spec in slot.remote_imports:
-                slot.cache_from.remove(spec)
+                slot.extra_from.remove(spec)
                 dropped = True
             slot.remote_imports = []
         if dropped and self.remote is not None:
