@@ -256,3 +256,32 @@ def test_registry_script_starts_and_stops_by_pid(tmp_path: Path) -> None:
     assert f"COMPOSECACHE_REMOTE={reg.host}/buildcache" in out
     subprocess.run([script, "stop", "r1", "--purge"], env=env, check=True, capture_output=True, timeout=60)
     assert not registrylib.running(reg) and not (tmp_path / "r1").exists()
+
+
+def test_registry_gc_window(lab: Lab, sessions: harness.Sessions, registry: registrylib.Registry) -> None:
+    """The operator's gc: registry read-only (builds import, push nothing, one line), gc, then as before."""
+    lab.project(FIXTURE)
+    for index in range(2):  # two hosts: the second one's push leaves the first one's manifests untagged
+        first = _build(lab, sessions.start(), lab.tmp / f"g{index}", registry.host, **STRICT)
+        assert first.returncode == 0 and "pushed 4 scope(s)" in first.stderr, first.output
+    registrylib.stop(registry)
+    read_only = registrylib.start(registry.workdir, port=registry.port, readonly=True)
+    try:
+        during = _build(lab, sessions.start(), lab.tmp / "during", registry.host, **FAIL_OPEN)
+        assert during.returncode == 0, during.output
+        harness.assert_all_run_steps_cached(during.output, at_least=5)
+        found = warnings(during)
+        assert len(found) == 1 and "not pushed" in found[0], during.stderr
+        config = str(registry.workdir / "config.yml")
+        gc = subprocess.run([str(registrylib.REGISTRY_BIN), "garbage-collect", "--delete-untagged", config],
+                            check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert gc.returncode == 0, gc.stderr
+    finally:
+        registrylib.stop(read_only)
+    after = registrylib.start(registry.workdir, port=registry.port)
+    try:
+        fresh = _build(lab, sessions.start(), lab.tmp / "after", registry.host, **STRICT)
+        assert fresh.returncode == 0, fresh.output
+        harness.assert_all_run_steps_cached(fresh.output, at_least=5)
+    finally:
+        registrylib.stop(after)
