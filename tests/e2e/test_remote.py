@@ -285,3 +285,20 @@ def test_registry_gc_window(lab: Lab, sessions: harness.Sessions, registry: regi
         harness.assert_all_run_steps_cached(fresh.output, at_least=5)
     finally:
         registrylib.stop(after)
+
+
+def test_classic_image_store_imports_from_the_registry(lab: Lab, sessions: harness.Sessions,
+                                                       registry: registrylib.Registry) -> None:  # fmt: skip
+    """The docker driver with the classic store cannot export a cache: it imports, pushes nothing, and says so."""
+    lab.project(FIXTURE)
+    cold = _build(lab, sessions.start(), lab.tmp / "k1", registry.host, **STRICT)
+    assert cold.returncode == 0, cold.output
+    tags = _tags(registry)
+    classic = _build(lab, sessions.start(classic_store=True), lab.tmp / "k2", registry.host, **STRICT)
+    assert classic.returncode == 0, classic.output
+    harness.assert_all_run_steps_cached(classic.output, at_least=5)
+    lines = summary(classic)
+    assert all("import from registry" in line and "not exported" in line for line in lines.values()), lines
+    assert "pushed" not in classic.stderr and _tags(registry) == tags
+    doctor = lab.cc(sessions.started[-1], "doctor", cwd=lab.tmp, **_remote(registry.host))
+    assert "classic image store imports from the registry but exports nothing" in doctor.stdout, doctor.output
