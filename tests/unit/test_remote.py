@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,10 @@ from composecache.remote import credentials
 from composecache.remote.client import RegistryClient, RemoteError
 from composecache.remote.config import parse_remote
 from composecache.remote.naming import TAG_RE, scope_tag
+from composecache.remote.push import MIN_WAIT_S, PushResult, push_manifest
 from composecache.remote.tier import Probe, RemoteTier
 from composecache.settings import Settings
+from composecache.store import oci
 from composecache.store.naming import safe_dirname
 
 
@@ -192,3 +195,100 @@ def test_tier_bad_setting_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
     assert RemoteTier.from_settings(Settings(cache_dir=tmp_path, remote="nonsense"), Output(), {}) is None
     assert capsys.readouterr().err.count("warning") == 1
+
+
+class _FakeClient:
+    """What push_manifest asks of a registry, recorded."""
+
+    def __init__(self, present: set[str]) -> None:
+        self.present = set(present)
+        self.uploaded: list[tuple[str, bytes]] = []
+        self.manifests: dict[str, tuple[bytes, str]] = {}
+
+    def blob_exists(self, digest: str) -> bool:
+        return digest in self.present
+
+    def upload_blob(self, digest: str, stream: Any, size: int) -> None:
+        data = stream.read()
+        assert len(data) == size
+        self.uploaded.append((digest, data))
+        self.present.add(digest)
+
+    def put_manifest(self, tag: str, body: bytes, media_type: str) -> str:
+        self.manifests[tag] = (body, media_type)
+        return ""
+
+
+class _Blobs:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def blob(self, hex_digest: str) -> Path:
+        return self.root / hex_digest
+
+    def add(self, data: bytes) -> dict[str, object]:
+        digest = oci.sha256_digest(data)
+        (self.root / digest.split(":")[1]).write_bytes(data)
+        return {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": len(data)}
+
+
+def test_push_uploads_only_missing_blobs_then_the_manifest(tmp_path: Path) -> None:
+    blobs = _Blobs(tmp_path)
+    layer, other = blobs.add(b"layer" * 100), blobs.add(b"other")
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": [layer, other]}).encode()
+    digest = str(blobs.add(manifest)["digest"])
+    client = _FakeClient(present={str(other["digest"])})
+    result = PushResult()
+    push_manifest(blobs, client, "api-tag", digest, result)  # type: ignore[arg-type]
+    assert [d for d, _ in client.uploaded] == [layer["digest"]]
+    assert client.manifests["api-tag"] == (manifest, oci.OCI_INDEX)
+    assert (result.uploaded, result.present, result.scopes) == (1, 1, 1)
+
+
+def test_push_refuses_a_corrupt_local_blob(tmp_path: Path) -> None:
+    blobs = _Blobs(tmp_path)
+    layer = blobs.add(b"layer")
+    blobs.blob(str(layer["digest"]).split(":")[1]).write_bytes(b"longer than it was")
+    manifest = json.dumps({"schemaVersion": 2, "manifests": [layer]}).encode()
+    digest = str(blobs.add(manifest)["digest"])
+    client = _FakeClient(present=set())
+    with pytest.raises(RemoteError, match="wrong size"):
+        push_manifest(blobs, client, "t", digest, PushResult())  # type: ignore[arg-type]
+    assert client.manifests == {}
+
+
+def test_the_push_waits_as_long_as_the_export_took(tmp_path: Path) -> None:
+    tier = RemoteTier.from_settings(Settings(cache_dir=tmp_path, remote="127.0.0.1:5000/cc"), Output(), {})
+    assert tier is not None
+    assert tier.wait_budget() == MIN_WAIT_S  # no export seen
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "blobs").symlink_to(tmp_path)
+    tier.observe("api", staging, exported=False)
+    assert tier.timers["api"].began is None  # only our blobs link: BuildKit has not begun
+    (staging / "ingest").mkdir()
+    tier.observe("api", staging, exported=False)
+    began = tier.timers["api"].began
+    assert began is not None
+    tier.timers["api"].began = began - 7.5
+    tier.observe("api", staging, exported=True)
+    assert 7.5 <= tier.wait_budget() < 9
+    fixed = RemoteTier.from_settings(Settings(cache_dir=tmp_path, remote="127.0.0.1:5000/cc", remote_wait_s=0.0),
+                                     Output(), {})  # fmt: skip
+    assert fixed is not None and fixed.wait_budget() == 0.0
+
+
+def test_remote_option(tmp_path: Path) -> None:
+    from composecache.cli import parse_own_options
+
+    settings, rest, _ = parse_own_options(["--remote", "reg.example/cc", "up"], Settings(cache_dir=tmp_path))
+    assert settings.remote == "reg.example/cc" and rest == ["up"]
+    with pytest.raises(UsageError):
+        parse_own_options(["--remote=reg.example/CC", "up"], Settings(cache_dir=tmp_path))
+    env = {
+        "COMPOSECACHE_REMOTE": "reg.example/cc",
+        "COMPOSECACHE_REMOTE_INSECURE": "1",
+        "COMPOSECACHE_REMOTE_WAIT": "x",
+    }
+    from_env = Settings.from_env(env)
+    assert from_env.remote == "reg.example/cc" and from_env.remote_insecure and from_env.remote_wait_s is None
