@@ -117,6 +117,10 @@ class RegistryClient:
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         limit = self.timeout if timeout is None else timeout
         sent = {**(headers or {})}
+        if urllib.parse.urlsplit(url).netloc != self.remote.registry:
+            # An upload Location on another host (a storage backend, or a hostile registry): it gets
+            # no credentials, as a redirect target would not.
+            return self._send(method, url, sent, body, limit)
         if self._authorization:
             sent["Authorization"] = self._authorization
         response = self._send(method, url, sent, body, limit)

@@ -30,6 +30,7 @@ from composecache.store import oci
 from composecache.store.layout import Layout
 
 MIN_WAIT_S = 2.0
+PUSH_DEADLINE_S = 1800.0  # the detached push stops starting scopes after this (each request has its own timeouts)
 
 
 @dataclass
@@ -107,6 +108,10 @@ def run_job(job: PushJob, env: Mapping[str, str]) -> PushResult:
         return result
     store = Store.open(Path(job.cache_dir), namespace=job.namespace, read_only=False)
     for scope in job.scopes:
+        if time.monotonic() - started > PUSH_DEADLINE_S:  # a registry that trickles: give the lease back
+            result.errors.append(f"the push took longer than {PUSH_DEADLINE_S:.0f} s: stopped")
+            result.error_kind = "timeout"
+            break
         spec = store.prepare_import(scope)  # a lease: gc keeps the blobs while they are pushed
         if spec is None:
             continue
