@@ -26,6 +26,7 @@ from composecache.store.layout import Layout
 
 if TYPE_CHECKING:
     from composecache.remote.tier import RemoteTier
+    from composecache.runner import Background
 
 
 class BuildTool(abc.ABC):
@@ -207,11 +208,7 @@ class CachedBuild:
     def prepare(self, requests: Sequence[CacheRequest]) -> dict[str, CacheSlot]:
         """Reserve imports and exports; never raises for cache problems."""
         store = self.store if self.store is not None else self.open_store()
-        look = None
-        if self.remote is not None:  # one bounded look at the registry, while the local store is read
-            from composecache.runner import Background
-
-            look = Background(self.remote.look, [scope for r in requests for scope in r.import_scopes])
+        look = self._look_at_registry(requests)
         for request in requests:
             slot = CacheSlot(request)
             self.slots[request.key] = slot
@@ -241,13 +238,26 @@ class CachedBuild:
             except (CacheUnavailable, OSError) as exc:
                 self._warn_once(f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export")
                 slot.export_note = "export failed to start"
-        if look is not None and self.remote is not None:
+        if look is not None:
             look.result()
-            for slot in self.slots.values():
-                local = {spec.scope: spec.digest for spec in slot.imports}
-                slot.remote_imports = self.remote.imports_for(slot.request.import_scopes, local)
-                slot.extra_from += [spec for _, spec in slot.remote_imports]
+            self._add_registry_imports()
         return self.slots
+
+    def _look_at_registry(self, requests: Sequence[CacheRequest]) -> Background[object] | None:
+        """The registry tier's one bounded look, in a thread while the local store is read."""
+        if self.remote is None:
+            return None
+        from composecache.runner import Background
+
+        return Background(self.remote.look, [scope for r in requests for scope in r.import_scopes])
+
+    def _add_registry_imports(self) -> None:
+        """Registry imports (through the extra entries) for the scopes the local store lacks."""
+        assert self.remote is not None
+        for slot in self.slots.values():
+            local = {spec.scope: spec.digest for spec in slot.imports}
+            slot.remote_imports = self.remote.imports_for(slot.request.import_scopes, local)
+            slot.extra_from += [spec for _, spec in slot.remote_imports]
 
     def run_with_recovery(self, run: Callable[[], int], stale: Callable[[], bool] | None = None) -> int:
         """Run the build; once more without any import that a failed run proved corrupt.
@@ -365,13 +375,18 @@ class CachedBuild:
             except (CacheUnavailable, OSError) as exc:
                 self._warn_once(f"could not remove a staging directory ({_reason(exc)})")
             slot.staging = None
-        if self.remote is not None and self.export:
-            published = {slot.request.export_scope: slot.outcome.digest for slot in self.slots.values()
-                         if slot.outcome is not None and slot.outcome.published and slot.outcome.digest}  # fmt: skip
-            self.remote.push(published)
+        self._push_to_registry()
         if summary:
             for line in self.summary_lines():
                 self.output.info(line)
+
+    def _push_to_registry(self) -> None:
+        """The registry tier pushes what this build published (waiting at most as long as the export took)."""
+        if self.remote is None or not self.export:
+            return
+        published = {slot.request.export_scope: slot.outcome.digest for slot in self.slots.values()
+                     if slot.outcome is not None and slot.outcome.published and slot.outcome.digest}  # fmt: skip
+        self.remote.push(published)
 
     def summary_lines(self) -> list[str]:
         lines = []

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from composecache import __version__, runner
-from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError, strict_mode
+from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError
 from composecache.output import Output
 from composecache.settings import STRATEGIES, Settings
 
@@ -71,6 +72,11 @@ failures, 130 after Ctrl-C.
 OWN_SUBCOMMANDS = ("cache", "shim", "doctor", "docker")
 
 
+# Hand-written, not typer: it runs before every build, and importing typer costs ~80 ms (measured) of a 150 ms budget.
+SWITCHES = {"--dry-run": "dry_run", "--read-only": "read_only", "-q": "quiet", "--quiet": "quiet"}
+VALUED = ("--cache-dir", "--strategy", "--remote")
+
+
 def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, list[str], bool]:
     """Consume composecache's own leading options; return (settings, the rest, help asked)."""
     changes: dict[str, object] = {}
@@ -84,43 +90,40 @@ def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, li
             break
         if arg in {"-h", "--help"}:
             return settings, args[i + 1 :], True
-        if arg == "--dry-run":
-            changes["dry_run"] = True
-        elif arg == "--read-only":
-            changes["read_only"] = True
-        elif arg in {"-q", "--quiet"}:
-            changes["quiet"] = True
-        elif arg in {"-v", "--verbose"} or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+        if arg in SWITCHES:
+            changes[SWITCHES[arg]] = True
+        elif arg == "--verbose" or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
             verbose += 1 if arg.startswith("--") else len(arg) - 1
-        elif name in {"--cache-dir", "--strategy", "--remote"}:
-            if sep:
-                value = inline
-            elif i + 1 < len(args):
+        elif name in VALUED:
+            if not sep:
+                if i + 1 >= len(args):
+                    raise UsageError(f"{name} needs a value", hint="see composecache --help")
                 i += 1
-                value = args[i]
-            else:
-                raise UsageError(f"{name} needs a value", hint="see composecache --help")
-            if name == "--remote":
-                from composecache.remote.config import parse_remote
-
-                parse_remote(value)  # a clear usage error now, not a warning per build
-                changes["remote"] = value
-            elif name == "--strategy":
-                if value not in STRATEGIES:
-                    raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {value!r}")
-                changes["strategy"] = value
-            else:
-                if not value:
-                    raise UsageError("--cache-dir needs a non-empty path")
-                from pathlib import Path
-
-                changes["cache_dir"] = Path(value)
+                inline = args[i]
+            changes.update(_valued_option(name, inline))
         else:
             break
         i += 1
     if verbose:
         changes["verbose"] = verbose
     return settings.with_options(**changes), args[i:], False
+
+
+def _valued_option(name: str, value: str) -> dict[str, object]:
+    if name == "--remote":
+        from composecache.remote.config import parse_remote
+
+        parse_remote(value)  # a clear usage error now, not a warning on every build
+        return {"remote": value}
+    if name == "--strategy":
+        if value not in STRATEGIES:
+            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {value!r}")
+        return {"strategy": value}
+    if not value:
+        raise UsageError("--cache-dir needs a non-empty path")
+    from pathlib import Path
+
+    return {"cache_dir": Path(value)}
 
 
 def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
@@ -141,48 +144,79 @@ def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
     return docker_build.main
 
 
+@dataclass
+class _Call:
+    """One run of composecache: its arguments, and the settings and output known so far."""
+
+    args: list[str]
+    settings: Settings
+    output: Output
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
-    output = Output()
-    settings = Settings.from_env()
+    """composecache's command line; also the one error boundary that turns every error into an exit code."""
+    call = _Call(sys.argv[1:] if argv is None else list(argv), Settings.from_env(), Output())
     try:
-        if args[:1] == ["--version"]:
-            print(f"composecache {__version__}")
-            return 0
-        settings, rest, wants_help = parse_own_options(args, settings)
-        output = Output(verbose=settings.verbose, quiet=settings.quiet)
-        if wants_help or not rest:
-            print(HELP, end="", file=sys.stdout if wants_help else sys.stderr)
-            return 0 if wants_help else EXIT_USAGE
-        consumed_separator = len(args) > len(rest) and args[len(args) - len(rest) - 1] == "--"
-        if rest[0] in OWN_SUBCOMMANDS and not consumed_separator:
-            status = _subcommand(rest[0])(rest[1:], settings, output)
-        else:
-            from composecache.compose import frontend
-
-            status = frontend.run(rest, settings, output)
-        if runner.foreground_seconds():  # bench/overhead.py: composecache's own time is the rest of the wall time
-            output.debug(f"the wrapped command ran {runner.foreground_seconds() * 1000:.1f} ms")
-        return status
+        return _run(call)
     except ComposecacheError as exc:
-        output.error(exc.message, exc.hint)
-        if settings.verbose:
-            import traceback
-
-            traceback.print_exc()
-        return exc.exit_code
+        return _expected_error(exc, call)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception as exc:  # the boundary: an internal error must not cost the user their build
-        if settings.verbose or strict_mode():
-            import traceback
+        return _internal_error(exc, call)
 
-            traceback.print_exc()
-        if runner.user_command_started() or not args or strict_mode():
-            output.error(f"internal error: {exc!r} (run with -v for the traceback)")
-            return 1
-        output.warn(f"internal error ({exc!r}); running the command without the cache")
-        return _fallback(args, settings)
+
+def _run(call: _Call) -> int:
+    if call.args[:1] == ["--version"]:
+        print(f"composecache {__version__}")
+        return 0
+    call.settings, rest, wants_help = parse_own_options(call.args, call.settings)
+    call.output = Output(verbose=call.settings.verbose, quiet=call.settings.quiet)
+    if wants_help or not rest:
+        print(HELP, end="", file=sys.stdout if wants_help else sys.stderr)
+        return 0 if wants_help else EXIT_USAGE
+    consumed_separator = len(call.args) > len(rest) and call.args[len(call.args) - len(rest) - 1] == "--"
+    if rest[0] in OWN_SUBCOMMANDS and not consumed_separator:
+        status = _subcommand(rest[0])(rest[1:], call.settings, call.output)
+    else:
+        from composecache.compose import frontend
+
+        status = frontend.run(rest, call.settings, call.output)
+    if runner.foreground_seconds():  # bench/overhead.py: composecache's own time is the rest of the wall time
+        call.output.debug(f"the wrapped command ran {runner.foreground_seconds() * 1000:.1f} ms")
+    return status
+
+
+def _expected_error(exc: ComposecacheError, call: _Call) -> int:
+    if isinstance(exc, UsageError):  # one line, whichever parser found it
+        call.output.error(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+    else:
+        call.output.error(exc.message, exc.hint)
+    if call.settings.verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=call.output.stream)
+    return exc.exit_code
+
+
+def _internal_error(exc: Exception, call: _Call) -> int:
+    """A bug: fail open (run the command plainly) with a crash log; strict mode raises it."""
+    from composecache import crashlog
+
+    if runner.user_command_started() or not call.args or _own_subcommand(call.args, call.settings):
+        # The command ran already (never twice), or it is composecache's own: nothing to fall back to.
+        crashlog.fail_open(exc, call.output, "composecache failed", call.args, as_error=True)
+        return 1
+    crashlog.fail_open(exc, call.output, "running the command without the cache", call.args)
+    return _fallback(call.args, call.settings)
+
+
+def _own_subcommand(args: list[str], settings: Settings) -> bool:
+    try:
+        _, rest, _ = parse_own_options(args, settings)
+    except UsageError:
+        return False
+    return bool(rest) and rest[0] in OWN_SUBCOMMANDS and rest[0] != "docker"
 
 
 def _fallback(args: list[str], settings: Settings) -> int:
@@ -195,8 +229,6 @@ def _fallback(args: list[str], settings: Settings) -> int:
     env = {**os.environ, "COMPOSECACHE_DISABLE": "1"}
     if rest[:1] == ["docker"]:
         argv = [str(toolchain.real_docker(env)), *rest[1:]]
-    elif rest and rest[0] in OWN_SUBCOMMANDS:
-        return 1
     else:
         argv = [*toolchain.compose_command(env), *rest]
     if settings.dry_run:

@@ -19,7 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
-from composecache.errors import EXIT_FAILURE, EXIT_USAGE, ComposecacheError
+from composecache.commands.app import APP_OPTIONS, CommandState, state_of
+from composecache.commands.app import run as run_app
+from composecache.errors import EXIT_FAILURE
 from composecache.output import Output, printable
 from composecache.settings import Settings
 from composecache.store import Store
@@ -33,17 +35,20 @@ PROGRESS_AFTER_S = 0.5  # a walk shorter than this shows no progress bar at all
 
 app = typer.Typer(
     name="cache",
-    help="Inspect and maintain the shared build cache.",
+    help="Inspect and maintain the shared build cache (every session's builds import from and export to it).",
+    epilog="\b\nExamples:\n"
+    "  composecache cache ls                           every scope: size, last use, soundness\n"
+    "  composecache cache stats --json                 sizes, for machines\n"
+    "  composecache cache verify --deep                re-hash every blob; exit 1 on a problem\n"
+    "  composecache cache gc --keep-storage 20GB       evict least recently used scopes down to 20 GB\n"
+    "  composecache cache prune myproject/api          remove one scope",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    **APP_OPTIONS,  # type: ignore[arg-type]
 )
 
 
 @dataclass
-class CacheState:
-    settings: Settings
-    output: Output
+class CacheState(CommandState):
     cache_dir: Path | None = None
     namespace: str | None = None
 
@@ -61,7 +66,8 @@ class CacheState:
 def _state(ctx: typer.Context) -> CacheState:
     state = ctx.find_object(CacheState)
     if state is None:  # run as its own program (python -m composecache.commands.cache)
-        state = CacheState(Settings.from_env(), Output())
+        base = state_of(ctx)
+        state = CacheState(base.settings, base.output)
         ctx.obj = state
     return state
 
@@ -310,18 +316,7 @@ def prune_command(
 
 def main(args: list[str], settings: Settings, output: Output) -> int:
     """Run `composecache cache ARGS...`; returns the exit code (0 ok, 1 expected failure, 2 usage)."""
-    command = typer.main.get_command(app)
-    state = CacheState(settings, output)
-    try:
-        command(args=list(args), prog_name="composecache cache", standalone_mode=True, obj=state)
-    except SystemExit as exc:
-        if exc.code is None:
-            return 0
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except ComposecacheError as exc:
-        output.error(exc.message, exc.hint)
-        return exc.exit_code
-    return 0
+    return run_app(app, "cache", args, CacheState(settings, output))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from composecache.compose.project import ProjectModel
 from composecache.compose.versions import Plan
 from composecache.output import Output
 from composecache.session.seeding import DaemonStore
-from composecache.session.toolchain import Toolchain, Version, parse_version, safe_capture
+from composecache.session.toolchain import Toolchain, Version, parse_version
 from composecache.settings import Settings
 
 # buildx enforces filesystem entitlements for bake from 0.20 on.
@@ -123,7 +123,7 @@ class BakeTool(BuildTool):
 
 
 def _entitlements(tools: Toolchain, settings: Settings, env: Mapping[str, str]) -> list[str]:
-    version = parse_version(safe_capture([str(tools.docker), "buildx", "version"], env).stdout)
+    version = parse_version(runner.safe_capture([str(tools.docker), "buildx", "version"], env).stdout)
     if version is None or version < FS_ENTITLEMENTS_SINCE:
         return []
     root = str(Path(os.path.abspath(settings.cache_dir)))

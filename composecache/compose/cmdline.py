@@ -115,7 +115,7 @@ def _split(arg: str, long_flags: set[str]) -> tuple[str, str | None]:
     return arg, None
 
 
-def parse(args: list[str]) -> ComposeArgs:
+def parse(args: list[str]) -> ComposeArgs:  # noqa: C901, PLR0912
     """Split `compose` arguments into global options, subcommand and its arguments."""
     parsed = ComposeArgs()
     i = 0

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from composecache.compose.override import dump_yaml
+from composecache import yaml
 from composecache.output import Output
 
 
@@ -20,8 +20,8 @@ def effective_build(build: Mapping[str, Any], addition: Mapping[str, Any] | None
 
 
 def service_diff(service: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    old = dump_yaml({"build": dict(before)}).splitlines()
-    new = dump_yaml({"build": dict(after)}).splitlines()
+    old = yaml.dump({"build": dict(before)}).splitlines()
+    new = yaml.dump({"build": dict(after)}).splitlines()
     return list(difflib.unified_diff(old, new, f"a/services/{service}", f"b/services/{service}", lineterm=""))
 
 
@@ -44,7 +44,7 @@ def render(
         print("# no service builds: nothing to change")
     if override_document is not None:
         print("# override file (<override>, private, removed after the run):")
-        for line in dump_yaml(dict(override_document)).splitlines():
+        for line in yaml.dump(dict(override_document)).splitlines():
             print(f"#   {line}")
     print("# command:")
     print(shlex.join(argv))

@@ -48,7 +48,7 @@ def _dotenv_value(path: Path, key: str) -> str | None:
     return None
 
 
-def find_files(
+def find_files(  # noqa: C901
     cli_files: list[str],
     project_directory: str | None,
     env_files: list[str],

@@ -97,6 +97,7 @@ class ProjectReader:
     settings: Settings
     output: Output
     memo: Memo = field(init=False)
+    config_argv: list[str] = field(init=False)  # `config` with the user's project flags
     model_key: str | None = field(init=False, default=None)
     config_yaml: str | None = field(init=False, default=None)  # compose config's output, when compose was asked
     identity: runner.Background[SourceIdentity] = field(init=False)
@@ -125,7 +126,7 @@ class ProjectReader:
 
     def ask_compose(self) -> project.ProjectModel | None:
         """`compose config` with the user's project flags; the model is remembered for the next run."""
-        result = toolchain.safe_capture([*self.compose, *self.config_argv], self.env, CONFIG_TIMEOUT_S)
+        result = runner.safe_capture([*self.compose, *self.config_argv], self.env, CONFIG_TIMEOUT_S)
         model = _load_model(result, self.files, self.settings, self.output)
         if model is not None:
             self.config_yaml = result.stdout

@@ -1,4 +1,4 @@
-"""The compose project, remembered: which services build, and their x-composecache settings.
+"""The compose project, remembered: which services build, their x-composecache settings and the schema's verdict.
 
 `compose config` costs 100-300 ms on every build, and its answer depends only
 on what compose reads: the compose files, the env files, the variables the
@@ -30,7 +30,7 @@ from composecache.session.memo import Memo, fingerprint
 from composecache.session.memo import stamp as file_stamp
 
 KIND = "project"
-FORMAT = 1
+FORMAT = 2  # 2: each service keeps its x-composecache verdict
 MAX_FILE_BYTES = 8 << 20
 VARIABLE_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 # Other files compose would read: not remembered (a top-level `include:`, any `extends`).
@@ -90,7 +90,7 @@ def project_key(
 
 
 def to_json(model: ProjectModel) -> dict[str, Any]:
-    services = {name: {"builds": service.builds, "extension": service.extension}
+    services = {name: {"builds": service.builds, "extension": service.extension, "problems": service.problems}
                 for name, service in model.services.items()}  # fmt: skip
     return {"name": model.name, "services": services}
 
@@ -103,8 +103,11 @@ def from_json(value: Any) -> ProjectModel | None:
     for name, entry in value["services"].items():
         if not isinstance(entry, dict):
             return None
+        problems = entry.get("problems")
+        if problems is not None and not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
+            return None
         services[name] = ServiceModel(name=name, build={} if entry.get("builds") else None, image=None,
-                                      extension=entry.get("extension"))  # fmt: skip
+                                      extension=entry.get("extension"), problems=problems)  # fmt: skip
     name = value.get("name")
     return ProjectModel(name=name if isinstance(name, str) else None, services=services, remembered=True)
 

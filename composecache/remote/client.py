@@ -158,7 +158,11 @@ class RegistryClient:
             return
         if scheme != "bearer":
             raise RemoteError(AUTH, f"{self.remote.registry} asks for an unknown auth scheme {scheme[:20]!r}")
-        params = dict(_CHALLENGE_PARAM.findall(header))
+        self._authorization = f"Bearer {self._bearer_token(dict(_CHALLENGE_PARAM.findall(header)), push)}"
+        self._push_scope = push
+
+    def _bearer_token(self, params: dict[str, str], push: bool) -> str:
+        """A token from the registry's token service (docker's token and OAuth refresh-token flows)."""
         realm = params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
             raise RemoteError(GARBAGE, f"{self.remote.registry} sent a token challenge without a realm")
@@ -194,8 +198,7 @@ class RegistryClient:
             token = None
         if not isinstance(token, str) or not token:
             raise RemoteError(GARBAGE, f"the token service of {self.remote.registry} answered garbage")
-        self._authorization = f"Bearer {token}"
-        self._push_scope = push
+        return token
 
     # --- the registry API ----------------------------------------------------------------------------
 

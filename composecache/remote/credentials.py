@@ -89,8 +89,11 @@ def lookup(registry: str, env: Mapping[str, str] | None = None) -> Credentials |
         found = _from_helper(store, registry, env)
         if found is not None:
             return found
-    if not isinstance(auths, dict):
-        return None
+    return _from_auths(auths, registry) if isinstance(auths, dict) else None
+
+
+def _from_auths(auths: dict[str, object], registry: str) -> Credentials | None:
+    """What `docker login` wrote for the registry into config.json's `auths` (None: nothing)."""
     for key in _keys(registry):
         entry = auths.get(key)
         if not isinstance(entry, dict):

@@ -89,27 +89,7 @@ class RemoteTier:
 
         def work() -> None:
             try:
-                client = self.client()
-                client.ping()
-                results: dict[str, str | RemoteError | None] = {}
-
-                def one(scope: str) -> None:
-                    try:
-                        results[scope] = client.manifest_digest(scope_tag(scope, self.namespace))
-                    except RemoteError as exc:
-                        results[scope] = exc
-
-                threads = [threading.Thread(target=one, args=(scope,), daemon=True) for scope in wanted]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                for scope in wanted:
-                    value = results.get(scope)
-                    if isinstance(value, RemoteError):
-                        probe.error = probe.error or value
-                    else:
-                        probe.digests[scope] = value
+                self._look_now(wanted, probe)
             except RemoteError as exc:
                 probe.error = exc
             finally:
@@ -122,6 +102,30 @@ class RemoteTier:
         if probe.error is not None:
             self.fail(probe.error, "building from the local cache only")
         return probe
+
+    def _look_now(self, wanted: list[str], probe: Probe) -> None:
+        """/v2/, then every scope's tag at once (a thread each); fills `probe`."""
+        client = self.client()
+        client.ping()
+        results: dict[str, str | RemoteError | None] = {}
+
+        def one(scope: str) -> None:
+            try:
+                results[scope] = client.manifest_digest(scope_tag(scope, self.namespace))
+            except RemoteError as exc:
+                results[scope] = exc
+
+        threads = [threading.Thread(target=one, args=(scope,), daemon=True) for scope in wanted]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for scope in wanted:
+            value = results.get(scope)
+            if isinstance(value, RemoteError):
+                probe.error = probe.error or value
+            else:
+                probe.digests[scope] = value
 
     def client(self) -> RegistryClient:
         try:

@@ -108,8 +108,8 @@ def fault_proxy(mode: str, upstream: str = "") -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        host, port = server.server_address[:2]
-        yield f"{host}:{port}"
+        port = server.server_address[1]
+        yield f"127.0.0.1:{port}"
     finally:
         if isinstance(server, _RawServer):
             server.stopping.set()

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,7 @@ def test_full_disk_during_export(lab: Lab, sessions: harness.Sessions) -> None:
 
 # --- damaged store contents --------------------------------------------------------------------------
 
-INDEX_DAMAGE = {
+INDEX_DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "truncated": lambda data: data[: len(data) // 2],
     "not-json": lambda data: b"\x00\xffnot json at all\n",
     "json-without-manifests": lambda data: b'{"schemaVersion": 2}',
@@ -514,9 +515,9 @@ def test_compose_or_buildx_missing_or_too_old(case: str, lab: Lab, shared: harne
         plain = harness.run(["docker-compose", *plain_cmd], {**shared.env(), **env, "TMPDIR": str(lab.tmpdir)},
                             cwd=lab.project(), check=False)  # fmt: skip
     else:
-        plain = lab.plain(shared, *plain_cmd, **env)
+        plain = lab.plain(shared, *plain_cmd, env=env)
     before = tree_state(lab.cache_dir)
-    wrapped = lab.cc(shared, "-p", f"w{case}", "build", "app", **env)
+    wrapped = lab.cc(shared, "-p", f"w{case}", "build", "app", env=env)
     assert wrapped.returncode == plain.returncode, f"plain:\n{plain.output}\ncomposecache:\n{wrapped.output}"
     warning, exports = TOOLCHAIN_CASES[case]
     if warning is None:
@@ -540,8 +541,8 @@ def test_daemon_unreachable(lab: Lab, shared: harness.Session, template: Path) -
     copy_store(template, lab.cache_dir)
     before = tree_state(lab.cache_dir)
     nowhere = {"DOCKER_HOST": f"unix://{lab.tmp}/no-daemon.sock"}
-    plain = lab.plain(shared, "-p", "x", "build", "app", **nowhere)
-    wrapped = lab.cc(shared, "-p", "x", "build", "app", **nowhere)
+    plain = lab.plain(shared, "-p", "x", "build", "app", env=nowhere)
+    wrapped = lab.cc(shared, "-p", "x", "build", "app", env=nowhere)
     assert plain.returncode != 0
     assert wrapped.returncode == plain.returncode, wrapped.output
     assert "no-daemon.sock" in wrapped.stderr
@@ -549,7 +550,7 @@ def test_daemon_unreachable(lab: Lab, shared: harness.Session, template: Path) -
 
     context = str(lab.project() / "app")
     plain_docker = harness.docker(shared, "build", "--network", "none", context, check=False, extra_env=nowhere)
-    wrapped_docker = lab.cc(shared, "docker", "build", "--network", "none", context, **nowhere)
+    wrapped_docker = lab.cc(shared, "docker", "build", "--network", "none", context, env=nowhere)
     assert plain_docker.returncode != 0
     assert wrapped_docker.returncode == plain_docker.returncode, wrapped_docker.output
     after = tree_state(lab.cache_dir)

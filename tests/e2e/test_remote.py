@@ -48,7 +48,7 @@ def _remote(host: str) -> dict[str, str]:
 
 def _build(lab: Lab, session: harness.Session, host: Path, remote: str, *args: str, **env: str) -> harness.Result:
     return lab.cc(session, "-p", f"p{session.name[-2:]}", "build", *args, cwd=lab.project(FIXTURE), cache_dir=host,
-                  **{**_remote(remote), **env})  # fmt: skip
+                  env={**_remote(remote), **env})  # fmt: skip
 
 
 def _tags(reg: registrylib.Registry) -> list[str]:
@@ -101,9 +101,9 @@ def test_docker_build_through_the_registry(lab: Lab, sessions: harness.Sessions,
     context = lab.project(FIXTURE) / "web"
     env = {**_remote(registry.host), **STRICT, "COMPOSECACHE_SCOPE_PREFIX": ""}
     args = ("docker", "build", "--network", "none", "-t", "web:cc", ".")
-    cold = lab.cc(sessions.start(), *args, cwd=context, cache_dir=lab.tmp / "h1", **env)
+    cold = lab.cc(sessions.start(), *args, cwd=context, cache_dir=lab.tmp / "h1", env=env)
     assert cold.returncode == 0 and "pushed 1 scope(s)" in cold.stderr, cold.output
-    warm = lab.cc(sessions.start(), *args, cwd=context, cache_dir=lab.tmp / "h2", **env)
+    warm = lab.cc(sessions.start(), *args, cwd=context, cache_dir=lab.tmp / "h2", env=env)
     assert warm.returncode == 0, warm.output
     harness.assert_all_run_steps_cached(warm.output)
     assert "import from registry" in warm.stderr, warm.stderr
@@ -112,7 +112,7 @@ def test_docker_build_through_the_registry(lab: Lab, sessions: harness.Sessions,
 def test_read_only_never_pushes(lab: Lab, shared: harness.Session, registry: registrylib.Registry) -> None:
     lab.project(FIXTURE)
     result = lab.cc(shared, "--read-only", "-p", "ro", "build", cwd=lab.project(FIXTURE), cache_dir=lab.tmp / "ro",
-                    **{**_remote(registry.host), **STRICT})  # fmt: skip
+                    env={**_remote(registry.host), **STRICT})  # fmt: skip
     assert result.returncode == 0, result.output
     assert "pushed" not in result.stderr
     assert _tags(registry) == []
@@ -229,18 +229,18 @@ def test_three_sessions_two_hosts_concurrently(lab: Lab, sessions: harness.Sessi
 
 def test_doctor_and_stats_show_the_remote(lab: Lab, shared: harness.Session, registry: registrylib.Registry) -> None:
     env = _remote(registry.host)
-    doctor = lab.cc(shared, "doctor", cwd=lab.tmp, **env)
+    doctor = lab.cc(shared, "doctor", cwd=lab.tmp, env=env)
     assert f"ok   remote {registry.host}/buildcache (plain HTTP): read-write" in doctor.stdout, doctor.output
-    stats = json.loads(lab.cache(shared, "stats", "--json", **env).stdout)
+    stats = json.loads(lab.cache(shared, "stats", "--json", env=env).stdout)
     assert stats["remote"]["name"] == f"{registry.host}/buildcache" and stats["remote"]["plain_http"]
     registrylib.stop(registry)
     read_only = registrylib.start(registry.workdir, port=registry.port, readonly=True)
     try:
-        doctor = lab.cc(shared, "doctor", cwd=lab.tmp, **env)
+        doctor = lab.cc(shared, "doctor", cwd=lab.tmp, env=env)
         assert "FIX  remote" in doctor.stdout and "read-only" in doctor.stdout, doctor.output
     finally:
         registrylib.stop(read_only)
-    doctor = lab.cc(shared, "doctor", cwd=lab.tmp, **env)
+    doctor = lab.cc(shared, "doctor", cwd=lab.tmp, env=env)
     assert "unreachable" in doctor.stdout, doctor.output
     bad = lab.cc(shared, "--remote", "not a remote", "build", cwd=lab.tmp)
     assert bad.returncode == 2 and "Traceback" not in bad.output, bad.output
@@ -300,5 +300,5 @@ def test_classic_image_store_imports_from_the_registry(lab: Lab, sessions: harne
     lines = summary(classic)
     assert all("import from registry" in line and "not exported" in line for line in lines.values()), lines
     assert "pushed" not in classic.stderr and _tags(registry) == tags
-    doctor = lab.cc(sessions.started[-1], "doctor", cwd=lab.tmp, **_remote(registry.host))
+    doctor = lab.cc(sessions.started[-1], "doctor", cwd=lab.tmp, env=_remote(registry.host))
     assert "classic image store imports from the registry but exports nothing" in doctor.stdout, doctor.output

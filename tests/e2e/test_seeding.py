@@ -43,9 +43,9 @@ def _project(tmp_path: Path, rootfs_tar: Path) -> Path:
     return project
 
 
-def _up(session: harness.Session, cache_dir: Path, project: Path, name: str, **extra: str) -> harness.Result:
+def _up(session: harness.Session, cache_dir: Path, project: Path, name: str, *own: str, **extra: str) -> harness.Result:
     env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", **extra}
-    return harness.composecache(session, "-v", "-p", name, "--progress", "plain", "up", "--build", "-d",
+    return harness.composecache(session, "-v", *own, "-p", name, "--progress", "plain", "up", "--build", "-d",
                                 cwd=project, extra_env=env)  # fmt: skip
 
 
@@ -99,4 +99,21 @@ def test_docker_build_seeds_too(sessions: harness.Sessions, tmp_path: Path, root
     assert re.search(r"debug: seeded [1-9]\d* of \d+ layer blobs", seeded.stderr), seeded.stderr
     assert not SESSION_TRANSFER.search(seeded.output), seeded.output
     assert harness.docker(b, "run", "--rm", "--network", "none", "seedimg", "cat", "/big.sha").stdout == expected
+    assert _pinned_by_composecache(b) == []
+
+
+def test_bake_seeds_too(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    """`--strategy bake` goes through the same build lifecycle: the new session's daemon is seeded first."""
+    project = _project(tmp_path, rootfs_tar)
+    a = sessions.start("stable")
+    _up(a, cache_dir, project, "a", "--strategy", "bake")
+    expected = _checksum(a, "a")
+
+    b = sessions.start("stable")
+    seeded = _up(b, cache_dir, project, "b", "--strategy", "bake")
+    harness.assert_all_run_steps_cached(seeded.output, at_least=2)
+    assert re.search(r"debug: seeded [1-9]\d* of \d+ layer blobs", seeded.stderr), seeded.stderr
+    assert "warning" not in seeded.stderr, seeded.stderr
+    assert not SESSION_TRANSFER.search(seeded.output), seeded.output
+    assert _checksum(b, "b") == expected
     assert _pinned_by_composecache(b) == []

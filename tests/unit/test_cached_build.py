@@ -11,6 +11,7 @@ import pytest
 from composecache import cached_build
 from composecache.cached_build import BuildTool, CachedBuild, CacheRequest
 from composecache.output import Output
+from composecache.session import seeding
 from composecache.settings import Settings
 from composecache.store import Store
 from composecache.store.layout import Layout
@@ -58,7 +59,7 @@ def seeded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], object]]:
         calls.append((list(manifests), daemon))
         return Released()
 
-    monkeypatch.setattr(cached_build.seeding, "seed_imports", seed_imports)
+    monkeypatch.setattr(seeding, "seed_imports", seed_imports)
     return calls
 
 

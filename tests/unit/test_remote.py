@@ -116,7 +116,7 @@ class _Registry(BaseHTTPRequestHandler):
         if self.scheme == "basic" and auth != f"Basic {good}":
             self._reply(401, {"WWW-Authenticate": 'Basic realm="r"'})
         elif self.scheme == "bearer" and auth != "Bearer T0KEN":
-            port = self.server.server_address[1]
+            port = int(self.server.server_address[1])  # type: ignore[index]
             challenge = f'Bearer realm="http://127.0.0.1:{port}/token",service="reg"'
             self._reply(401, {"WWW-Authenticate": challenge})
         elif "/blobs/" in self.path:
