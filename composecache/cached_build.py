@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from composecache.errors import CacheUnavailable
+from composecache.errors import CacheUnavailable, StrictFallback, strict_mode
 from composecache.output import Output, printable
 from composecache.session import seeding
 from composecache.settings import Settings
@@ -74,13 +74,16 @@ def run(
             build.finish(summary=False)
     undo = prepare_session_daemon(build, daemon, env, output)
     try:
-        if not tool.may_run_again:
-            return tool.run(build)
-        return build.run_with_recovery(lambda: tool.run(build), lambda: tool.stale(build))
+        if tool.may_run_again:
+            status = build.run_with_recovery(lambda: tool.run(build), lambda: tool.stale(build))
+        else:
+            status = tool.run(build)
     finally:
         build.finish(summary=summary)
         for release in reversed(undo):
             release()
+    build.raise_if_strict()
+    return status
 
 
 def prepare_session_daemon(
@@ -165,16 +168,36 @@ class CachedBuild:
         self.store: Store | None = None
         self.slots: dict[str, CacheSlot] = {}
         self._warned: set[str] = set()
+        self.strict_failures: list[str] = []
         self.remote: RemoteTier | None = None
         if settings.remote and not settings.disabled:  # the registry tier (composecache/remote/): only when asked
             from composecache.remote.tier import RemoteTier
 
-            self.remote = RemoteTier.from_settings(settings, output)
+            self.remote = RemoteTier.from_settings(settings, output, fall_back=self._fall_back_once)
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             self.output.warn(message)
+
+    def _fall_back_once(self, message: str) -> None:
+        """A cache problem this build fails open on: one line (`Output.fall_back`).
+
+        Under COMPOSECACHE_STRICT=1 the line is shown and the build still runs and cleans up;
+        `raise_if_strict` then fails the run, so no test passes on this path.
+        """
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if strict_mode():
+            self.strict_failures.append(message)
+            self.output.warn(message)
+        else:
+            self.output.fall_back(message)
+
+    def raise_if_strict(self) -> None:
+        if self.strict_failures:
+            raise StrictFallback(f"strict mode: {self.strict_failures[0]}")
 
     def open_store(self) -> Store | None:
         try:
@@ -194,7 +217,7 @@ class CachedBuild:
                                    writable=False, read_only=True, on_notice=self._warn_once,
                                    lock_timeout=0, warnings=[])  # fmt: skip
                 return self.store
-            self._warn_once(f"cache unavailable ({_reason(exc)}); building without it")
+            self._fall_back_once(f"cache unavailable ({_reason(exc)}); building without it")
             self.store = None
             return None
         for message in self.store.warnings:  # a world-writable cache directory: anyone can plant entries
@@ -220,7 +243,7 @@ class CachedBuild:
                 try:
                     spec = store.peek_import(scope) if self.settings.dry_run else store.prepare_import(scope)
                 except (CacheUnavailable, OSError) as exc:
-                    self._warn_once(f"{request.key}: cannot import from the cache ({_reason(exc)})")
+                    self._fall_back_once(f"{request.key}: cannot import from the cache ({_reason(exc)})")
                     continue
                 if spec is not None:
                     slot.imports.append(spec)
@@ -236,7 +259,9 @@ class CachedBuild:
                     slot.staging = store.prepare_export(request.export_scope, mode=request.mode)
                     slot.cache_to = slot.staging.cache_to
             except (CacheUnavailable, OSError) as exc:
-                self._warn_once(f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export")
+                self._fall_back_once(
+                    f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export"
+                )
                 slot.export_note = "export failed to start"
         if look is not None:
             look.result()
@@ -299,7 +324,7 @@ class CachedBuild:
                     continue
                 more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
                 moved = "quarantined it" if self.store.writable else "the cache is read-only"
-                self._warn_once(f"cache scope {spec.scope} holds a corrupt blob ({bad[0]}{more}) that failed the "
+                self._fall_back_once(f"cache scope {spec.scope} holds a corrupt blob ({bad[0]}{more}) that failed the "
                                 f"build; {moved}; building again without importing it")  # fmt: skip
                 slot.imports.remove(spec)
                 slot.cache_from.remove(spec.cache_from)
@@ -345,12 +370,12 @@ class CachedBuild:
                 return
             outcome = self.store.publish(slot.staging, keep=keep)
         except (CacheUnavailable, OSError) as exc:
-            self._warn_once(f"{slot.request.key}: could not publish the cache export ({_reason(exc)})")
+            self._fall_back_once(f"{slot.request.key}: could not publish the cache export ({_reason(exc)})")
             return
         if outcome.published or slot.outcome is None or not slot.outcome.published:
             slot.outcome = outcome
         if outcome.failed:
-            self._warn_once(f"{slot.request.key}: cache export {outcome.reason}")
+            self._fall_back_once(f"{slot.request.key}: cache export {outcome.reason}")
         elif not outcome.published:
             self.output.debug(f"{slot.request.key}: export not published: {outcome.reason}")
 
@@ -367,13 +392,13 @@ class CachedBuild:
             if self.remote is not None:
                 self.remote.observe(slot.request.key, slot.staging.path, slot.outcome is not None)
             if slot.outcome is None and slot.staging.export_incomplete():
-                self._warn_once(f"{slot.request.key}: the cache export did not complete (see the build log); "
+                self._fall_back_once(f"{slot.request.key}: the cache export did not complete (see the build log); "
                                 "nothing was published")  # fmt: skip
                 slot.export_note = "export incomplete"
             try:
                 self.store.discard(slot.staging)
             except (CacheUnavailable, OSError) as exc:
-                self._warn_once(f"could not remove a staging directory ({_reason(exc)})")
+                self._fall_back_once(f"could not remove a staging directory ({_reason(exc)})")
             slot.staging = None
         self._push_to_registry()
         if summary:

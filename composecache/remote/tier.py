@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,8 +49,10 @@ class Probe:
 
 
 class RemoteTier:
-    def __init__(self, remote: Remote, settings: Settings, output: Output, env: Mapping[str, str]) -> None:
+    def __init__(self, remote: Remote, settings: Settings, output: Output, env: Mapping[str, str],
+                 fall_back: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.remote = remote
+        self.fall_back = fall_back or output.fall_back  # the build's one fail-open line (strict-aware)
         self.settings = settings
         self.output = output
         self.env = dict(env)
@@ -61,17 +63,16 @@ class RemoteTier:
         self.push_lines: list[str] = []
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, output: Output, env: Mapping[str, str] | None = None
-    ) -> RemoteTier | None:
+    def from_settings(cls, settings: Settings, output: Output, env: Mapping[str, str] | None = None, *,
+                      fall_back: Callable[[str], None] | None = None) -> RemoteTier | None:  # fmt: skip
         if not settings.remote:
             return None
         try:
             remote = parse_remote(settings.remote, insecure=settings.remote_insecure)
         except UsageError as exc:
-            output.fall_back(f"COMPOSECACHE_REMOTE: {exc.message}; building without the registry")
+            (fall_back or output.fall_back)(f"COMPOSECACHE_REMOTE: {exc.message}; building without the registry")
             return None
-        return cls(remote, settings, output, os.environ if env is None else env)
+        return cls(remote, settings, output, os.environ if env is None else env, fall_back)
 
     # --- probe and imports -----------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ class RemoteTier:
         """The one line for this run: the registry is off from here on."""
         if self.failed is None:
             self.failed = error.message
-            self.output.fall_back(f"registry {self.remote.name}: {error.message}; {doing}")
+            self.fall_back(f"registry {self.remote.name}: {error.message}; {doing}")
 
     def look(self, scopes: Iterable[str]) -> Probe:
         """Each scope's tag digest, within PROBE_DEADLINE_S in all (a hung registry is abandoned)."""

@@ -385,6 +385,9 @@ class _FakeCachedBuild:
     def finish(self, *, summary: bool = True) -> None:
         self.finished = True
 
+    def raise_if_strict(self) -> None:
+        pass
+
     def summary_lines(self) -> list[str]:
         return [f"{key}: fake summary" for key in self.slots]
 
