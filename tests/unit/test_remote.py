@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -292,3 +293,27 @@ def test_remote_option(tmp_path: Path) -> None:
     }
     from_env = Settings.from_env(env)
     assert from_env.remote == "reg.example/cc" and from_env.remote_insecure and from_env.remote_wait_s is None
+
+
+def test_a_registry_down_is_one_fall_back_line_and_strict_fails_after_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from composecache.cached_build import CachedBuild, CacheRequest
+    from composecache.errors import StrictFallback
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: connection refused
+    settings = Settings(cache_dir=tmp_path / "cache", remote=f"127.0.0.1:{port}/cc")
+    request = CacheRequest(key="api", export_scope="shop/api", import_scopes=("shop/api",))
+    monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
+    build = CachedBuild(settings, Output())
+    slots = build.prepare([request])  # no raise here: the build still runs and cleans up
+    assert slots["api"].extra_from == [] and build.remote is not None and build.remote.failed
+    build.finish(summary=False)
+    with pytest.raises(StrictFallback, match="Connection refused"):
+        build.raise_if_strict()
+    monkeypatch.delenv("COMPOSECACHE_STRICT")
+    capsys.readouterr()
+    CachedBuild(settings, Output()).prepare([request])
+    assert capsys.readouterr().err.count("composecache: warning: registry") == 1
