@@ -109,13 +109,28 @@ def test_docker_build_through_the_registry(lab: Lab, sessions: harness.Sessions,
     assert "import from registry" in warm.stderr, warm.stderr
 
 
-def test_read_only_never_pushes(lab: Lab, shared: harness.Session, registry: registrylib.Registry) -> None:
+def test_read_only_never_pushes(lab: Lab, sessions: harness.Sessions, registry: registrylib.Registry) -> None:
     lab.project(FIXTURE)
-    result = lab.cc(shared, "--read-only", "-p", "ro", "build", cwd=lab.project(FIXTURE), cache_dir=lab.tmp / "ro",
-                    env={**_remote(registry.host), **STRICT})  # fmt: skip
+    writer = _build(lab, sessions.start(), lab.tmp / "rw", registry.host, **STRICT)
+    assert writer.returncode == 0 and "pushed 4 scope(s)" in writer.stderr, writer.output
+    manifests = {tag: _digest_of(registry, tag) for tag in _tags(registry)}
+    reader_host = lab.tmp / "ro"
+    reader_host.mkdir()  # a read-only host's (empty) store
+    result = lab.cc(sessions.start(), "--read-only", "-p", "ro", "build", cwd=lab.project(FIXTURE),
+                    cache_dir=reader_host, env={**_remote(registry.host), **STRICT})  # fmt: skip
     assert result.returncode == 0, result.output
+    harness.assert_all_run_steps_cached(result.output, at_least=5)
+    assert all("import from registry" in line and "not exported (read-only)" in line
+               for line in summary(result).values()), result.stderr  # fmt: skip
     assert "pushed" not in result.stderr
-    assert _tags(registry) == []
+    assert {tag: _digest_of(registry, tag) for tag in _tags(registry)} == manifests
+
+
+def _digest_of(reg: registrylib.Registry, tag: str) -> str:
+    request = urllib.request.Request(f"http://{reg.host}/v2/buildcache/manifests/{tag}", method="HEAD",
+                                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(response.headers["Docker-Content-Digest"])
 
 
 @pytest.mark.parametrize("fault", ["stopped", "hang", "500", "garbage", "blobs500"])
