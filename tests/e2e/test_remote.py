@@ -133,15 +133,16 @@ def _digest_of(reg: registrylib.Registry, tag: str) -> str:
         return str(response.headers["Docker-Content-Digest"])
 
 
+@pytest.mark.parametrize("leg", ["stable", "latest"])
 @pytest.mark.parametrize("fault", ["stopped", "hang", "500", "garbage", "blobs500"])
 def test_a_broken_registry_gives_one_line_and_a_build(
-    lab: Lab, sessions: harness.Sessions, registry: registrylib.Registry, fault: str
+    lab: Lab, sessions: harness.Sessions, registry: registrylib.Registry, fault: str, leg: str
 ) -> None:
     lab.project(FIXTURE)
     if fault == "blobs500":  # the registry holds the cache, but fails every download in the build
-        seeded = _build(lab, sessions.start(), lab.tmp / "seed", registry.host, **STRICT)
+        seeded = _build(lab, sessions.start(leg), lab.tmp / "seed", registry.host, **STRICT)
         assert seeded.returncode == 0, seeded.output
-    session = sessions.start()
+    session = sessions.start(leg)
     if fault == "stopped":
         target = f"127.0.0.1:{closed_port()}"
         proxy = None
@@ -185,23 +186,24 @@ def _tree_holds(root: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
-def test_credentials_from_the_docker_config(lab: Lab, sessions: harness.Sessions, tmp_path: Path) -> None:
+@pytest.mark.parametrize("leg", ["stable", "latest"])
+def test_credentials_from_the_docker_config(lab: Lab, sessions: harness.Sessions, tmp_path: Path, leg: str) -> None:
     password = "s3cret-Pa55-" + base64.b32encode(tmp_path.name.encode()).decode()[:8]
     with registrylib.started(tmp_path / "authreg", user="builder", password=password) as reg:
         lab.project(FIXTURE)
         host1, host2, host3 = lab.tmp / "a1", lab.tmp / "a2", lab.tmp / "a3"
-        writer = sessions.start()
+        writer = sessions.start(leg)
         _login(writer, reg.host, "builder", password)
         cold = _build(lab, writer, host1, reg.host, **STRICT)
         assert cold.returncode == 0 and "pushed 4 scope(s)" in cold.stderr, cold.output
-        reader = sessions.start()
+        reader = sessions.start(leg)
         _login(reader, reg.host, "builder", password)
         warm = _build(lab, reader, host2, reg.host, **STRICT)
         assert warm.returncode == 0, warm.output
         harness.assert_all_run_steps_cached(warm.output, at_least=5)
 
         wrong = "wrong-" + password
-        stranger = sessions.start()
+        stranger = sessions.start(leg)
         _login(stranger, reg.host, "builder", wrong)
         result = _build(lab, stranger, host3, reg.host, **FAIL_OPEN)
     assert result.returncode == 0, result.output
