@@ -187,9 +187,18 @@ def stats_command(
     with _progress(state.output) as progress:
         stats = state.open_store(writable=False).stats(progress)
     if as_json:
-        _print_json(stats.to_json())
+        value = stats.to_json()
+        if state.settings.remote:
+            from composecache.remote import report
+
+            value["remote"] = report.stats_json(state.settings, [scope.name for scope in stats.scopes])
+        else:
+            value["remote"] = None
+        _print_json(value)
     else:
         print("\n".join(_stats_lines(stats)))
+        if state.settings.remote:
+            print(f"remote:     {state.settings.remote} (the registry tier: composecache doctor checks it)")
 
 
 def _verify_json(report: VerifyReport) -> dict[str, Any]:
