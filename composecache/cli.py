@@ -46,6 +46,10 @@ Options (before the compose arguments):
                        default /buildkit-cache if it exists, else
                        $XDG_CACHE_HOME/composecache]
   --read-only          import from the cache, never export [COMPOSECACHE_READ_ONLY=1]
+  --remote REG/REPO    also use the build cache in this OCI registry, shared
+                       between hosts: import what this host lacks, push what
+                       it builds [COMPOSECACHE_REMOTE; plain HTTP with
+                       COMPOSECACHE_REMOTE_INSECURE=1]
   --strategy S         auto | override | bake (default auto: an override file
                        for compose; bake builds with `docker buildx bake --set`
                        and then runs compose with --no-build)
@@ -56,6 +60,8 @@ Options (before the compose arguments):
 
 Environment: COMPOSECACHE_DIR, COMPOSECACHE_DISABLE=1 (pure passthrough),
 COMPOSECACHE_READ_ONLY=1, COMPOSECACHE_SCOPE_PREFIX, COMPOSECACHE_NAMESPACE,
+COMPOSECACHE_REMOTE, COMPOSECACHE_REMOTE_INSECURE=1, COMPOSECACHE_REMOTE_WAIT=SECONDS
+(how long a build waits for its registry push; default: as long as its export took),
 COMPOSECACHE_SEED=0 (no seeding of the daemon's content store),
 COMPOSECACHE_MEMO=0 (ask compose and docker every time; the session memo lives in
 $COMPOSECACHE_MEMO_DIR, default ~/.cache/composecache-memo), NO_COLOR.
@@ -68,7 +74,7 @@ OWN_SUBCOMMANDS = ("cache", "shim", "doctor", "docker")
 
 # Hand-written, not typer: it runs before every build, and importing typer costs ~80 ms (measured) of a 150 ms budget.
 SWITCHES = {"--dry-run": "dry_run", "--read-only": "read_only", "-q": "quiet", "--quiet": "quiet"}
-VALUED = ("--cache-dir", "--strategy")
+VALUED = ("--cache-dir", "--strategy", "--remote")
 
 
 def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, list[str], bool]:
@@ -104,6 +110,11 @@ def parse_own_options(args: list[str], settings: Settings) -> tuple[Settings, li
 
 
 def _valued_option(name: str, value: str) -> dict[str, object]:
+    if name == "--remote":
+        from composecache.remote.config import parse_remote
+
+        parse_remote(value)  # a clear usage error now, not a warning on every build
+        return {"remote": value}
     if name == "--strategy":
         if value not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {value!r}")

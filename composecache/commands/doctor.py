@@ -99,6 +99,8 @@ def findings(settings: Settings) -> int:
         f"{', read-only' if settings.read_only or not writable else ''})",
         "mount the shared cache directory read-write, or set COMPOSECACHE_DIR",
     )
+    for ok, text, fix in _remote_findings(settings, builder, env):
+        line(ok, text, fix)
     for ok, text, fix in _project_findings(tools, env):
         line(ok, text, fix)
     from composecache.shim import install as shim
@@ -106,6 +108,65 @@ def findings(settings: Settings) -> int:
     for ok, text, fix in shim.doctor_findings(env):
         line(ok, text, fix)
     return problems
+
+
+def _remote_findings(
+    settings: Settings, builder: toolchain.Builder, env: dict[str, str]
+) -> list[tuple[bool, str, str | None]]:
+    """The registry tier (--remote / COMPOSECACHE_REMOTE): reachable, writable, usable by this builder."""
+    if not settings.remote:
+        return []
+    from composecache.errors import UsageError
+    from composecache.remote import report
+
+    try:
+        remote = report.configured(settings)
+    except UsageError as exc:
+        return [(False, f"remote: {exc.message}", exc.hint)]
+    assert remote is not None
+    result = report.check(remote, env)
+    mode = (
+        "plain HTTP" if remote.scheme == "http" else "HTTPS" + (" (certificate not checked)" if remote.insecure else "")
+    )
+    findings: list[tuple[bool, str, str | None]] = []
+    if not result.reachable:
+        findings.append(
+            (
+                False,
+                f"remote {remote.name} ({mode}): unreachable: {result.detail}",
+                "start the registry or fix COMPOSECACHE_REMOTE; builds go on with the local cache only",
+            )
+        )
+    else:
+        writable = result.writable and not settings.read_only
+        state = result.status if not settings.read_only else "read-only (--read-only: never pushes)"
+        findings.append(
+            (
+                writable or settings.read_only,
+                f"remote {remote.name} ({mode}): {state}: {result.detail}",
+                "give this session push rights (docker login), or run it with --read-only",
+            )
+        )
+    if builder.driver == "docker" and builder.containerd_store is False:
+        findings.append(
+            (
+                False,
+                "remote: the docker driver with the classic image store imports from the registry "
+                "but exports nothing, so nothing is pushed",
+                "turn on the containerd image store",
+            )
+        )
+    elif builder.driver not in {None, "docker"}:
+        findings.append(
+            (
+                remote.scheme == "https" and not remote.loopback,
+                f"remote: builder driver {builder.driver}: BuildKit runs in its own container; it must reach "
+                f"{remote.registry} itself (127.0.0.1 is the container's own loopback) and a plain-HTTP "
+                "registry needs `http = true` for it in buildkitd.toml",
+                "give the registry a name and port the builder container reaches",
+            )
+        )
+    return findings
 
 
 def _project_findings(tools: toolchain.Toolchain, env: dict[str, str]) -> list[tuple[bool, str, str | None]]:
