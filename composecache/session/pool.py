@@ -447,6 +447,10 @@ def prepare_daemon(
                                        fall_back=fall_back or output.fall_back)  # fmt: skip
     elif isinstance(daemon, DaemonStore):
         output.debug(f"{store_pool.POOL_ENV}=0: not registering pooled layers")
+    elif isinstance(daemon, str) and store_pool.enabled(env):
+        # No usable session daemon (no ctr, a remote daemon, another snapshotter, a container
+        # builder): an expected setup, so an info line (-q hides it), not a fall-back warning.
+        output.info(f"layer pool not used: {daemon}; layers stream and extract the normal way")
     prepared.seeder = seeding.seed_imports(layout, manifests, daemon, env, output)
     return prepared if prepared.registrar or prepared.seeder else None
 
