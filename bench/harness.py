@@ -329,7 +329,11 @@ def phases(log: Path) -> dict[str, float]:
 
 COMPOSE_RAN = re.compile(r"the wrapped command ran ([\d.]+) ms")
 SEED_TIME = re.compile(r"composecache: debug: seeded .* in ([\d.]+)s")
-POOL_TIME = re.compile(r"composecache: debug: .*pool.* in ([\d.]+) ?s\b")
+# "composecache: debug: pool: 12 of 12 layers registered (0 already there, filled 12 (944 MB) in 30.1s),
+# 12 blobs linked, in 31.20s" (composecache/session/pool.py's summary)
+POOL_TIME = re.compile(r"composecache: debug: pool: .* in ([\d.]+)s$")
+POOL_FILL = re.compile(r"composecache: debug: pool: .*filled \d+ \(\d+ MB\) in ([\d.]+)s")
+POOL_REGISTERED = re.compile(r"composecache: debug: pool: (\d+) of (\d+) layers registered \((\d+) already there")
 EXTRACTING = re.compile(r"^#\d+ extracting sha256:\S+ ([\d.]+)s done$")
 
 
@@ -344,7 +348,10 @@ def breakdown(timed: Timed) -> dict[str, float | int | None]:
     compose_ran = COMPOSE_RAN.search(timed.output)
     compose_s = float(compose_ran.group(1)) / 1000 if compose_ran else None
     seed = SEED_TIME.findall(timed.output)
-    pool = [match.group(1) for line in timed.output.splitlines() if (match := POOL_TIME.search(line))]
+    lines = timed.output.splitlines()
+    pool = [match.group(1) for line in lines if (match := POOL_TIME.search(line.strip()))]
+    fill = [match.group(1) for line in lines if (match := POOL_FILL.search(line))]
+    registered = [match.groups() for line in lines if (match := POOL_REGISTERED.search(line))]
     extractions = [float(m.group(1)) for line in timed.output.splitlines() if (m := EXTRACTING.match(line.strip()))]
     compose_start = build_end = containers = None
     for raw in timed.log.read_text(errors="replace").splitlines():
@@ -366,6 +373,9 @@ def breakdown(timed: Timed) -> dict[str, float | int | None]:
         "wall_s": round(timed.seconds, 2),
         "composecache_own_s": round(timed.seconds - compose_s, 2) if compose_s is not None else None,
         "pool_s": round(sum(map(float, pool)), 2) if pool else None,
+        "pool_fill_s": round(sum(map(float, fill)), 2) if fill else None,
+        "pool_layers_registered": sum(int(r[0]) for r in registered) if registered else None,
+        "pool_layers": sum(int(r[1]) for r in registered) if registered else None,
         "seeding_s": round(sum(map(float, seed)), 2) if seed else None,
         "compose_s": round(compose_s, 2) if compose_s is not None else None,
         "buildkit_s": span(compose_start, build_end),

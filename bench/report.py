@@ -243,12 +243,12 @@ def xl_markdown(results: dict[str, Any]) -> list[str]:
 SECTION_ROWS: dict[str, Any] = {"cold_s": flagship_markdown, "xl": xl_markdown}
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], chart_name: str = "latest.png") -> str:
     lines = [f"# Flagship benchmark ({results.get('started', '')})", ""]
     for key, render in SECTION_ROWS.items():
         if key in results:
             lines += render(results)
-    lines += ["![flagship benchmark](latest.png)", ""]
+    lines += [f"![flagship benchmark]({chart_name})", ""]
     return "\n".join(lines)
 
 
@@ -308,5 +308,5 @@ def write(results: dict[str, Any], out: Path) -> None:
     ordered = {key: results[key] for key in HEADLINE_KEYS if key in results}
     ordered.update({key: value for key, value in results.items() if key not in ordered})
     out.with_suffix(".json").write_text(json.dumps(ordered, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
+    out.with_suffix(".md").write_text(markdown(results, out.with_suffix(".png").name))
     chart(results, out.with_suffix(".png"))
