@@ -1,21 +1,110 @@
-"""The one build lifecycle both front-ends share.
+"""The one build lifecycle every front-end shares (compose's override, bake, docker build).
 
-reserve imports and exports for scopes -> (the caller runs the real tool,
-calling `publish_ready` while it runs) -> publish every export that completed
--> clean up.  Fail open at every step: a cache problem becomes one warning
-line and the build goes on without (that part of) the cache.
+    reserve imports and exports for the requests        CachedBuild.prepare
+    -> prepare the session daemon                        prepare_session_daemon (seeding, the pool)
+    -> run the real tool, with recovery                  CachedBuild.run_with_recovery (publishing while it runs)
+    -> publish every export that completed, clean up     CachedBuild.finish
+
+`run` walks these steps; a front-end only says how its tool runs with the
+slots' cache flags (a `BuildTool`).  Fail open at every step: a cache problem
+becomes one warning line and the build goes on without (that part of) the cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import abc
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from composecache.errors import CacheUnavailable
 from composecache.output import Output, printable
+from composecache.session import seeding
 from composecache.settings import Settings
 from composecache.store import ImportSpec, PublishOutcome, Staging, Store
 from composecache.store.layout import Layout
+
+
+class BuildTool(abc.ABC):
+    """What differs between front-ends: how the real tool runs with the slots' cache flags."""
+
+    # False when a second run cannot repeat the first (a build context read from stdin).
+    may_run_again = True
+
+    @abc.abstractmethod
+    def run(self, build: CachedBuild) -> int:
+        """Run the real tool once, its cache flags made from `build.slots` (a retry drops imports)."""
+
+    @abc.abstractmethod
+    def preview(self, build: CachedBuild) -> int:
+        """--dry-run: show what would run, run nothing."""
+
+    def stale(self, build: CachedBuild) -> bool:
+        """After a failed run: True when composecache's own input was out of date and has been mended."""
+        return False
+
+
+def run(
+    settings: Settings,
+    output: Output,
+    requests: Sequence[CacheRequest],
+    tool: BuildTool,
+    *,
+    env: Mapping[str, str],
+    daemon: seeding.DaemonStore | str | None = None,
+    export: bool = True,
+    no_export_reason: str = "",
+    summary: bool = True,
+) -> int:
+    """Build with the shared cache: reserve -> prepare the session daemon -> run with recovery -> publish.
+
+    daemon: the session daemon's content store for the `docker` driver (a container builder has its
+    own), why it cannot be used (a string, shown with -v), or None.
+    """
+    build = CachedBuild(settings, output, export=export, no_export_reason=no_export_reason)
+    build.prepare(requests)
+    if settings.dry_run:
+        try:
+            return tool.preview(build)
+        finally:
+            build.finish(summary=False)
+    undo = prepare_session_daemon(build, daemon, env, output)
+    try:
+        if not tool.may_run_again:
+            return tool.run(build)
+        return build.run_with_recovery(lambda: tool.run(build), lambda: tool.stale(build))
+    finally:
+        build.finish(summary=summary)
+        for release in reversed(undo):
+            release()
+
+
+def prepare_session_daemon(
+    build: CachedBuild, daemon: seeding.DaemonStore | str | None, env: Mapping[str, str], output: Output
+) -> list[Callable[[], None]]:
+    """THE HOOK for readying the session daemon before the real tool runs; returns what to undo after it.
+
+    Today: seeding copies the imported layer blobs into the daemon's content store
+    (session/seeding.py).  The unpacked-layer pool registers its snapshots here too.
+    Each step fails open by itself (one warning, then the normal import path) and
+    hands back a release callable that never raises.
+    """
+    undo: list[Callable[[], None]] = []
+    if build.store is None:
+        return undo
+    seeder = seeding.seed_imports(build.store.layout, build.imported_digests(), daemon, env, output)
+    if seeder is not None:
+        undo.append(seeder.release)
+    return undo
+
+
+def extra_cache_entries(request: CacheRequest, settings: Settings) -> tuple[list[str], list[str]]:
+    """THE HOOK for cache sources and destinations beyond the local store: (cache_from, cache_to) entries.
+
+    The local store's entries are reserved by CachedBuild.prepare; nothing else is configured
+    today.  A registry tier returns its `type=registry,...` entries for `request` here; every
+    front-end passes them on through CacheSlot.cache_from_entries / cache_to_entries.
+    """
+    return [], []
 
 
 @dataclass(frozen=True)
@@ -40,6 +129,18 @@ class CacheSlot:
     staging: Staging | None = None
     outcome: PublishOutcome | None = None
     export_note: str | None = None  # why nothing is exported, when it is not
+    extra_from: list[str] = field(default_factory=list)  # from extra_cache_entries
+    extra_to: list[str] = field(default_factory=list)
+
+    @property
+    def cache_from_entries(self) -> list[str]:
+        """Every cache import the build gets: the local store's (pinned by digest), then the extra ones."""
+        return [*self.cache_from, *self.extra_from]
+
+    @property
+    def cache_to_entries(self) -> list[str]:
+        """Every cache export the build writes: the local staging directory, then the extra ones."""
+        return [*([self.cache_to] if self.cache_to else []), *self.extra_to]
 
     @property
     def published(self) -> bool:
@@ -96,6 +197,7 @@ class CachedBuild:
         for request in requests:
             slot = CacheSlot(request)
             self.slots[request.key] = slot
+            slot.extra_from, slot.extra_to = extra_cache_entries(request, self.settings)
             if store is None:
                 slot.export_note = "cache unavailable"
                 continue

@@ -14,14 +14,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import runner
-from composecache.cached_build import CachedBuild, CacheRequest
+from composecache import cached_build, runner
+from composecache.cached_build import BuildTool, CachedBuild, CacheRequest
 from composecache.compose.cmdline import ComposeArgs
 from composecache.compose.files import ComposeFiles
 from composecache.compose.override import OverrideFile
 from composecache.compose.project import ProjectModel
 from composecache.compose.versions import Plan
 from composecache.output import Output
+from composecache.session.seeding import DaemonStore
 from composecache.session.toolchain import Toolchain, Version, parse_version, safe_capture
 from composecache.settings import Settings
 
@@ -49,8 +50,8 @@ def set_flags(model: ProjectModel, build: CachedBuild, services: list[str]) -> l
         own_from = list((model.services[service].build or {}).get("cache_from") or [])
         own_to = list((model.services[service].build or {}).get("cache_to") or [])
         slot = build.slots.get(service)
-        cache_from = own_from + (slot.cache_from if slot else [])
-        cache_to = own_to + ([slot.cache_to] if slot and slot.cache_to else [])
+        cache_from = own_from + (slot.cache_from_entries if slot else [])
+        cache_to = own_to + (slot.cache_to_entries if slot else [])
         target = bake_target(service)
         flags += ["--set", f"{target}.tags={image_name(model, service)}"]
         # Repeating --set for a list key appends to it (buildx parseOverrides).
@@ -70,7 +71,9 @@ def run(
     output: Output,
     env: Mapping[str, str],
     config_yaml: str,
+    daemon: DaemonStore | str | None = None,
 ) -> int:
+    """Bake builds the services through the shared build lifecycle; then compose runs with --no-build."""
     compose = tools.compose
     if parsed.subcommand == "watch":
         output.warn("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without the cache")
@@ -78,36 +81,45 @@ def run(
     services = [name for name, service in model.services.items() if service.builds]
     if parsed.services and parsed.subcommand == "build":
         services = [name for name in services if name in parsed.services]
-    build = CachedBuild(settings, output, export=plan.export, no_export_reason="" if plan.export else "import only")
-    build.prepare([request for request in requests if request.key in services])
     with OverrideFile({}) as private:
         model_file = private.directory / "model.yaml"
         fd = os.open(model_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(config_yaml)
-        entitlements = _entitlements(tools, settings, env)
-
-        def bake_argv() -> list[str]:  # from the slots each time: a retry drops corrupt imports
-            # `--` before the targets: a service may be named `-x` or `--print`.
-            return [str(tools.docker), "buildx", "bake", "-f", str(model_file), "--load",
-                    *set_flags(model, build, services), *entitlements, "--", *map(bake_target, services)]  # fmt: skip
-
-        if settings.dry_run:
-            print(" ".join(bake_argv()))
-            build.finish(summary=False)
-            return 0
-        try:
-            status = build.run_with_recovery(
-                lambda: runner.run_foreground(bake_argv(), env, on_tick=build.publish_ready, cwd=files.project_dir)
-            )
-        finally:
-            build.finish(summary=not settings.quiet)
-    if status != 0 or parsed.subcommand == "build":
+        tool = BakeTool(tools, model, services, model_file, _entitlements(tools, settings, env), env, files.project_dir)
+        status = cached_build.run(settings, output, [request for request in requests if request.key in services],
+                                  tool, env=env, daemon=daemon, export=plan.export,
+                                  no_export_reason="" if plan.export else "import only",
+                                  summary=not settings.quiet)  # fmt: skip
+    if settings.dry_run or status != 0 or parsed.subcommand == "build":
         return status
     sub_args = [arg for arg in parsed.sub_args if arg not in BUILD_FLAGS]
     if "--no-build" not in sub_args:
         sub_args.insert(0, "--no-build")
     return runner.run_foreground([*compose, *parsed.argv(subcommand_args=sub_args)], {**env, **plan.env})
+
+
+class BakeTool(BuildTool):
+    """`docker buildx bake -f <compose's resolved model> --set <service>.cache-from/cache-to/tags ... --load`."""
+
+    def __init__(self, tools: Toolchain, model: ProjectModel, services: list[str], model_file: Path,
+                 entitlements: list[str], env: Mapping[str, str], cwd: Path) -> None:  # fmt: skip
+        self.tools, self.model, self.services, self.model_file = tools, model, services, model_file
+        self.entitlements, self.env, self.cwd = entitlements, env, cwd
+
+    def argv(self, build: CachedBuild) -> list[str]:
+        """From the slots each time: a retry drops corrupt imports."""
+        # `--` before the targets: a service may be named `-x` or `--print`.
+        return [str(self.tools.docker), "buildx", "bake", "-f", str(self.model_file), "--load",
+                *set_flags(self.model, build, self.services), *self.entitlements, "--",
+                *map(bake_target, self.services)]  # fmt: skip
+
+    def run(self, build: CachedBuild) -> int:
+        return runner.run_foreground(self.argv(build), self.env, on_tick=build.publish_ready, cwd=self.cwd)
+
+    def preview(self, build: CachedBuild) -> int:
+        print(" ".join(self.argv(build)))
+        return 0
 
 
 def _entitlements(tools: Toolchain, settings: Settings, env: Mapping[str, str]) -> list[str]:

@@ -32,10 +32,10 @@ def override_document(slots: Mapping[str, CacheSlot]) -> dict[str, Any]:
     services: dict[str, Any] = {}
     for service, slot in slots.items():
         build: dict[str, list[str]] = {}
-        if slot.cache_from:
-            build["cache_from"] = [_literal(spec) for spec in slot.cache_from]
-        if slot.cache_to:
-            build["cache_to"] = [_literal(slot.cache_to)]
+        if slot.cache_from_entries:
+            build["cache_from"] = [_literal(spec) for spec in slot.cache_from_entries]
+        if slot.cache_to_entries:
+            build["cache_to"] = [_literal(spec) for spec in slot.cache_to_entries]
         if build:
             services[service] = {"build": build}
     return {"services": services}

@@ -22,15 +22,15 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from composecache import runner
-from composecache.cached_build import CachedBuild, CacheSlot
+from composecache import cached_build, runner
+from composecache.cached_build import BuildTool, CachedBuild, CacheSlot
 from composecache.docker import cmdline as docker_args
 from composecache.docker import compose_v1
 from composecache.docker import scope as docker_scope
 from composecache.docker.cmdline import BuildArgs, BuildArgsError, DockerCommand
 from composecache.output import Output
 from composecache.session import probe as session_probe
-from composecache.session import seeding, toolchain
+from composecache.session import toolchain
 from composecache.session.memo import Memo
 from composecache.settings import Settings
 
@@ -107,40 +107,45 @@ def build_with_cache(
     cwd = Path.cwd()
     service = compose_v1.service_of(build, env, cwd)
     request = docker_scope.request_for(build, env, settings.scope_prefix, cwd, service)
-    cached = CachedBuild(settings, output, export=builder.can_export,
-                         no_export_reason="" if builder.can_export else NO_EXPORT_CLASSIC)  # fmt: skip
-    slot = cached.prepare([request])[request.key]
     load = command.kind == docker_args.PLAIN_BUILD and not build.has_output and builder.driver not in {None, "docker"}
-    argv = rewritten_argv(docker, command, slot, load=load)
     quiet = settings.quiet or build.quiet
-    if settings.dry_run:
-        print(shlex.join(argv), file=sys.stdout)
-        cached.finish(summary=not quiet)
+    tool = DockerBuildTool(docker, command, env, output, key=request.key, load=load, quiet=quiet)
+    tool.may_run_again = "-" not in (build.context, build.dockerfile)  # stdin can be read only once
+    # Seeding fills dockerd's own content store: the `docker` driver only (COMPOSECACHE_SEED=0: `daemon` says so).
+    return cached_build.run(settings, output, [request], tool, env=env,
+                            daemon=daemon if builder.driver == "docker" else None, export=builder.can_export,
+                            no_export_reason="" if builder.can_export else NO_EXPORT_CLASSIC,
+                            summary=not quiet)  # fmt: skip
+
+
+class DockerBuildTool(BuildTool):
+    """`docker buildx build` with the slot's --cache-from / --cache-to before the user's own arguments."""
+
+    def __init__(self, docker: Path, command: DockerCommand, env: dict[str, str], output: Output, *, key: str,
+                 load: bool, quiet: bool) -> None:  # fmt: skip
+        self.docker, self.command, self.env, self.output = docker, command, env, output
+        self.key, self.load, self.quiet = key, load, quiet
+
+    def _argv(self, build: CachedBuild) -> list[str]:
+        return rewritten_argv(self.docker, self.command, build.slots[self.key], load=self.load)
+
+    def run(self, build: CachedBuild) -> int:
+        argv = self._argv(build)
+        self.output.debug(f"running {shlex.join(argv)}")
+        return runner.run_foreground(argv, self.env, on_tick=build.publish_ready)
+
+    def preview(self, build: CachedBuild) -> int:
+        print(shlex.join(self._argv(build)), file=sys.stdout)
+        if not self.quiet:
+            for line in build.summary_lines():
+                self.output.info(line)
         return 0
-
-    def run_build() -> int:  # from the slot each time: a retry drops corrupt imports
-        argv = rewritten_argv(docker, command, slot, load=load)
-        output.debug(f"running {shlex.join(argv)}")
-        return runner.run_foreground(argv, env, on_tick=cached.publish_ready)
-
-    seeder = None
-    if builder.driver == "docker" and cached.store is not None:  # COMPOSECACHE_SEED=0: `daemon` says so
-        seeder = seeding.seed_imports(cached.store.layout, cached.imported_digests(), daemon, env, output)
-    try:
-        if "-" in (build.context, build.dockerfile):
-            return run_build()  # stdin can be read only once: no second run
-        return cached.run_with_recovery(run_build)
-    finally:
-        cached.finish(summary=not quiet)
-        if seeder is not None:
-            seeder.release()
 
 
 def rewritten_argv(docker: Path, command: DockerCommand, slot: CacheSlot, *, load: bool) -> list[str]:
     """`docker [globals] buildx [buildx options] build <our flags> <the user's build args>`."""
-    ours = [arg for spec in slot.cache_from for arg in ("--cache-from", spec)]
-    if slot.cache_to:
-        ours += ["--cache-to", slot.cache_to]
+    ours = [arg for spec in slot.cache_from_entries for arg in ("--cache-from", spec)]
+    ours += [arg for spec in slot.cache_to_entries for arg in ("--cache-to", spec)]
     if load:
         ours.append("--load")
     words = ["buildx", "build"] if command.kind == docker_args.PLAIN_BUILD else command.words

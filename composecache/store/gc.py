@@ -5,7 +5,8 @@ this is the only thing that bounds the store.  All of it runs under the store
 lock, so no publish or import can interleave; builds themselves keep running
 (the lock is never held for a build):
 
-1. reclaim staging left by killed builds (lock free) and stale import leases;
+1. reclaim staging left by killed builds (lock free) and stale import leases,
+   and the temp names of lock files whose creator was killed before linking;
 2. mark: blobs named by every scope, by every live staging index and lease;
 3. sweep: unmarked blobs older than the grace period and older than the
    oldest live export (a running export writes its blobs before its index
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ from composecache.store.roots import BlobFile, Progress, Roots, blob_files, coll
 from composecache.store.safefs import TEMP_NAME_RE, remove_tree
 
 CLOCK_SLACK_S = 2.0  # blob mtimes and lock mtimes come from the same clock; allow coarse timestamps
+# A new lock file's temp name lives for microseconds; one younger than this, even with grace 0,
+# may be in use (removing it would only make its creator retry under another name).
+LOCK_TEMP_MIN_AGE_S = 10.0
 
 
 @dataclass
@@ -103,6 +108,20 @@ def _tidy_scopes(layout: Layout, roots: Roots, report: GcReport) -> None:
                     os.unlink(scope_ref.path / entry)
 
 
+def _remove_lock_temps(layout: Layout, cutoff: float) -> None:
+    """Temp names of lock files (locking.create_and_lock) left by a process killed before it linked one."""
+    for directory in (layout.staging, layout.leases):
+        try:
+            entries = [e for e in os.listdir(directory) if TEMP_NAME_RE.match(e)]
+        except OSError:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                info = os.lstat(directory / entry)
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                    os.unlink(directory / entry)
+
+
 def _expire_quarantine(layout: Layout, cutoff: float, report: GcReport) -> None:
     for entry in scopes.quarantine_entries(layout):
         if entry.since < cutoff:
@@ -129,6 +148,7 @@ def collect_garbage(
     finally:
         roots.release()
     report.staging_live, report.leases_live = roots.live_staging, roots.live_leases
+    _remove_lock_temps(layout, min(cutoff, now - LOCK_TEMP_MIN_AGE_S))
     _tidy_scopes(layout, roots, report)
     if roots.oldest_live_export is not None:  # a live export's blobs are not indexed yet
         blob_cutoff = min(cutoff, roots.oldest_live_export - CLOCK_SLACK_S)

@@ -9,6 +9,7 @@
         staging/<scope>.<random>/              a build's private cache_to dest (blobs -> ../../blobs)
         staging/<scope>.<random>.lock          flock held by the build for its whole life
         leases/<random>.lease                  flock held by a build importing a manifest (gc keeps its blobs)
+        {staging,leases}/.<lock>.<random>.tmp  a new lock file, locked before it is linked to its name
         quarantine/                            corrupt scopes and blobs, kept for inspection
         locks/store.lock                       composecache's own store lock (never BuildKit's)
 

@@ -13,6 +13,12 @@ The store lock file is never deleted (deleting a lock file lets a waiter lock
 an unlinked inode while a newcomer locks a fresh one).  Staging and lease lock
 files are deleted by their owner when done; the only other opener is `gc`,
 which uses a non-blocking try and treats a vanished file as gone.
+
+A staging or lease lock file is locked before its name exists: create_and_lock
+makes, locks and fills it under a hidden temp name beside it, then links it to
+its name.  So a probe that finds a lock at its name free knows its owner has
+finished or died, never that the owner has yet to lock it.  Nobody opens the
+temp names; gc removes those a killed process left once they are old.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from composecache.store.safefs import FILE_MODE, UnsafePath
+from composecache.store.safefs import FILE_MODE, UnsafePath, temp_path_beside
 
 POLL_START_S = 0.01
 POLL_MAX_S = 0.2
+# link(2) errors of a filesystem without hard links (some FUSE and SMB mounts).
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 class LockTimeout(OSError):
@@ -130,22 +138,47 @@ def acquire(
 
 
 def create_and_lock(path: Path, content: bytes = b"") -> HeldLock:
-    """Create a new lock file (O_EXCL) holding `content` and lock it at once.
+    """Create a new lock file at `path` holding `content`, locked before `path` names it.
 
-    LockTimeout when someone (gc probing) locked it first: the caller picks another name.
+    The file is created (O_EXCL|O_NOFOLLOW) under a hidden temp name beside
+    `path`, locked, written, then linked to `path` (link never replaces a file,
+    so FileExistsError when `path` exists) and the temp name removed.
+    FileNotFoundError also when gc removed the temp name first (a process
+    stalled past gc's grace period): the caller picks another name.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    tmp = temp_path_beside(path)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
-        _wait_for_flock(fd, path, timeout=0.0)
-        if content:
-            os.write(fd, content)
+        _wait_for_flock(fd, tmp, timeout=0.0)  # nobody else opens a temp name: never one someone holds
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+        _link_new(tmp, path)
+        held = HeldLock(path, fd)
     except BaseException:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
         raise
-    return HeldLock(path, fd)
+    finally:
+        with contextlib.suppress(OSError):  # one left behind is gc's to remove
+            os.unlink(tmp)
+    if not held.still_at_path():  # a file planted at our temp name was linked instead
+        held.release()
+        raise UnsafePath(errno.EEXIST, "is not the lock file we created", str(path))
+    return held
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in NO_HARD_LINKS:
+            raise
+        # No hard links on this filesystem: rename is as atomic but replaces, so check first
+        # (new lock names carry 64 random bits: only a planted file could be there).
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "already exists", str(path)) from exc
+        os.rename(tmp, path)
 
 
 def probe(path: Path) -> HeldLock | None:

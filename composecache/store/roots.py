@@ -8,6 +8,9 @@ protected by their mtime: gc sweeps no orphan newer than the oldest live
 export (nor newer than its grace period).  An orphan a running export
 found already present (so BuildKit skipped writing it) has no such
 protection; if gc removes it, that export's publish is dropped.
+
+The hidden temp names a lock file is made under before it is linked to its
+name are never opened here (gc removes the old ones a killed process left).
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ class Roots:
     # When the oldest live export began (or last published): blobs renamed into the store after
     # that may belong to it, before its index exists.  gc sweeps no orphan newer than this.
     oldest_live_export: float | None = None
-    # Dead staging keeps our probe lock until reclaimed or released: a builder that created its lock
-    # file just before we probed it must not lock it after we let go and then lose its directory.
+    # Dead staging keeps our probe lock until reclaimed or released.  A lock at its name is locked
+    # from its first instant (locking.create_and_lock), so free means its owner is done or dead.
     dead_staging: list[tuple[Path, HeldLock | None]] = field(default_factory=list)
     live_leases: int = 0
     dead_leases: list[Path] = field(default_factory=list)

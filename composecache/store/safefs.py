@@ -25,7 +25,8 @@ DIR_MODE = 0o2775
 FILE_MODE = 0o664
 SMALL_FILE_LIMIT = 16 * 1024 * 1024  # no index or manifest we read is anywhere near this
 
-# The temp files atomic_write_bytes makes beside a target (one is left when its writer is killed).
+# The temp files made beside a target by atomic_write_bytes, and beside a new lock file by
+# locking.create_and_lock (one is left when its writer is killed).
 TEMP_NAME_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 # errno values meaning "this store is readable but we may not write to it".
@@ -109,6 +110,11 @@ def read_json(path: Path, limit: int = SMALL_FILE_LIMIT) -> Any:
     return json.loads(read_small_file(path, limit))
 
 
+def temp_path_beside(path: Path) -> Path:
+    """A fresh hidden name in `path`'s directory (matches TEMP_NAME_RE; listings of ours skip it)."""
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -126,7 +132,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE, *, durabl
     at `path` itself rather than following it.  durable=False skips the fsyncs
     (for what may be lost in a crash, like the session memo).
     """
-    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    tmp = temp_path_beside(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:

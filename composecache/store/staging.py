@@ -3,14 +3,16 @@
 Staging: `staging/<scope>.<random>/` with `blobs -> ../../blobs`, so BuildKit
 skips blobs the store already has and writes new ones straight into the
 shared store (by rename from the staging `ingest/`, so a blob appears whole
-or not at all).  Its lock file `staging/<scope>.<random>.lock` is created and
-locked BEFORE the directory exists and unlinked only AFTER it is removed, so
-a staging directory whose lock is free (or missing) belongs to a dead process:
-gc reclaims it and it is never published.
+or not at all).  Its lock file `staging/<scope>.<random>.lock` is locked
+before its name appears (made under a hidden temp name, then linked), the
+name appears BEFORE the directory exists and is unlinked only AFTER the
+directory is removed, so a staging directory whose lock is free (or missing)
+belongs to a dead process: gc reclaims it and it is never published.
 
 Lease: `leases/<random>.lease` names a manifest a running build imports; gc
 keeps that manifest's blobs while the lease is held, even if the scope is
-republished or evicted meanwhile.  Leases live until released or until the
+republished or evicted meanwhile.  A lease file is locked before its name
+appears, like a staging lock.  Leases live until released or until the
 process exits.
 """
 
@@ -83,17 +85,16 @@ class Staging:
 
 
 def _new_locked_file(directory: Path, stem: str, suffix: str, content: bytes) -> tuple[str, HeldLock]:
+    """A random `<stem>.<random><suffix>` lock file, locked before its name appears (create_and_lock)."""
+    last: OSError | None = None
     for _ in range(CREATE_ATTEMPTS):
         name = f"{stem}.{os.urandom(8).hex()}"
         try:
-            lock = create_and_lock(directory / f"{name}{suffix}", content)
-        except (FileExistsError, LockTimeout):
-            continue
-        # gc may probe (and reclaim) a lock file between its creation and our flock.
-        if lock.still_at_path():
-            return name, lock
-        lock.release()
-    raise FileExistsError(f"could not create a lock file in {directory}")
+            return name, create_and_lock(directory / f"{name}{suffix}", content)
+        except (FileExistsError, FileNotFoundError, LockTimeout) as exc:  # the name or our temp name was taken
+            last = exc
+    assert last is not None
+    raise last
 
 
 def create_staging(layout: Layout, scope: str, stem: str) -> tuple[Path, HeldLock]:

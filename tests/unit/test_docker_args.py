@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 
+from composecache import cached_build
 from composecache.cached_build import CacheRequest, CacheSlot
 from composecache.docker import build as docker_build
 from composecache.docker import cmdline as docker_args
@@ -365,28 +366,33 @@ class _FakeCachedBuild:
         self.requests: list[CacheRequest] = []
         self.finished = False
         self.store = None  # no store: no seeding
+        self.slots: dict[str, CacheSlot] = {}
         _FakeCachedBuild.instances.append(self)
 
     def prepare(self, requests: list[CacheRequest]) -> dict[str, CacheSlot]:
         self.requests = list(requests)
-        return {r.key: _slot(["type=local,src=/c/x,digest=sha256:1"], "type=local,dest=/st" if self.export else None)
-                for r in requests}  # fmt: skip
+        self.slots = {r.key: _slot(["type=local,src=/c/x,digest=sha256:1"],
+                                   "type=local,dest=/st" if self.export else None) for r in requests}  # fmt: skip
+        return self.slots
 
     def publish_ready(self) -> None:
         pass
 
-    def run_with_recovery(self, run: Callable[[], int]) -> int:
+    def run_with_recovery(self, run: Callable[[], int], stale: Callable[[], bool] | None = None) -> int:
         return run()
 
     def finish(self, *, summary: bool = True) -> None:
         self.finished = True
+
+    def summary_lines(self) -> list[str]:
+        return [f"{key}: fake summary" for key in self.slots]
 
 
 @pytest.fixture
 def fake_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
     seen: dict[str, object] = {}
     _FakeCachedBuild.instances = []
-    monkeypatch.setattr(docker_build, "CachedBuild", _FakeCachedBuild)
+    monkeypatch.setattr(cached_build, "CachedBuild", _FakeCachedBuild)
     monkeypatch.setattr(docker_build.toolchain, "real_docker", lambda env: Path("/real/docker"))
     monkeypatch.setattr(docker_build.toolchain, "buildx_available", lambda env: seen.get("buildx", True))
 
@@ -493,7 +499,10 @@ def test_dry_run_prints_the_command_and_runs_nothing(fake_run: dict[str, object]
     settings = Settings(cache_dir=tmp_path, dry_run=True)
     assert docker_build.main(["build", "-t", "x", "."], settings, Output()) == 0
     assert "run" not in fake_run
-    assert capsys.readouterr().out.startswith("/real/docker buildx build --cache-from")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("/real/docker buildx build --cache-from")
+    assert captured.err == "composecache: x: fake summary\n"
+    assert _FakeCachedBuild.instances[0].finished
 
 
 # --- docker ... compose -----------------------------------------------------------------------------

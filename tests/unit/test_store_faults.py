@@ -110,7 +110,12 @@ def test_a_failed_build_with_sound_imports_or_an_interrupt_runs_once(tmp_path: P
     if status == 130:  # interrupted: never looked into, never run again, even with a corrupt import
         _corrupt_same_size(_blob(build.store, b"layer one"))  # type: ignore[arg-type]
     runs: list[int] = []
-    assert build.run_with_recovery(lambda: runs.append(1) or status) == status
+
+    def run() -> int:
+        runs.append(1)
+        return status
+
+    assert build.run_with_recovery(run) == status
     assert runs == [1]
     build.finish(summary=False)
     assert "warning" not in stream.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from composecache.store import Store
 from composecache.store.locking import LockTimeout, acquire, create_and_lock, probe
+from composecache.store.safefs import TEMP_NAME_RE
 from tests.unit.store_fakes import HOLD_LOCK, fake_export, publish_layers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -230,4 +232,147 @@ def test_lease_of_a_dead_process_is_cleaned_up(store: Store) -> None:
     subprocess.run([sys.executable, "-c", code, str(store.base), str(REPO)], check=True)
     assert len(os.listdir(store.layout.leases)) == 1  # process exit released the lock, not the file
     assert store.gc(grace_s=0).leases_live == 0
+    assert os.listdir(store.layout.leases) == []
+
+
+def test_a_lock_at_its_name_is_never_free_while_its_owner_lives(store: Store) -> None:
+    """A new staging or lease lock is locked before its name appears: a probe never wins it from a live owner."""
+    publish_layers(store, "api", [b"x"])
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            staging = store.prepare_export("api")
+            spec = store.prepare_import("api")
+            store.release_import(spec)
+            store.discard(staging)
+
+    owner = threading.Thread(target=churn)
+    owner.start()
+    live_probes = 0
+    stolen: list[str] = []
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and len(stolen) < 3:
+            for directory, suffix in ((store.layout.staging, ".lock"), (store.layout.leases, ".lease")):
+                for name in os.listdir(directory):
+                    if not name.endswith(suffix):
+                        continue
+                    try:
+                        held = probe(directory / name)
+                    except FileNotFoundError:
+                        continue  # its owner finished meanwhile
+                    if held is None:
+                        live_probes += 1
+                    else:  # owners unlink the name before they let go: free at its name means unheld
+                        if held.still_at_path():
+                            stolen.append(name)
+                        held.release()
+    finally:
+        stop.set()
+        owner.join()
+    assert stolen == []
+    assert live_probes > 0, "the probes must have met live locks"
+    assert os.listdir(store.layout.staging) == []
+    assert os.listdir(store.layout.leases) == []
+
+
+def test_create_and_lock_links_a_locked_file_and_leaves_no_temp_name(tmp_path: Path) -> None:
+    held = create_and_lock(tmp_path / "x.lock", b"owner")
+    assert os.listdir(tmp_path) == ["x.lock"]
+    assert os.stat(tmp_path / "x.lock").st_nlink == 1
+    assert probe(tmp_path / "x.lock") is None
+    with pytest.raises(FileExistsError):
+        create_and_lock(tmp_path / "x.lock", b"intruder")
+    assert os.listdir(tmp_path) == ["x.lock"]
+    assert (tmp_path / "x.lock").read_bytes() == b"owner"
+    held.release()
+
+
+def test_create_and_lock_without_hard_links_renames_and_never_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    held = create_and_lock(tmp_path / "x.lock", b"owner")
+    assert os.listdir(tmp_path) == ["x.lock"]
+    assert held.still_at_path()
+    assert probe(tmp_path / "x.lock") is None
+    with pytest.raises(FileExistsError):
+        create_and_lock(tmp_path / "x.lock", b"intruder")
+    assert os.listdir(tmp_path) == ["x.lock"]
+    assert (tmp_path / "x.lock").read_bytes() == b"owner"
+    held.release()
+
+
+def test_a_temp_name_removed_before_its_link_makes_the_creator_pick_another_name(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a creator stalled past gc's grace period meets: its temp name is gone; it retries."""
+    real_link = os.link
+    removed: list[str] = []
+
+    def gc_got_there_first(src: str | Path, dst: str | Path, **kwargs: bool) -> None:
+        if not removed:
+            removed.append(Path(src).name)
+            os.unlink(src)
+        real_link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", gc_got_there_first)
+    staging = store.prepare_export("api")
+    assert len(removed) == 1
+    assert staging.lock.still_at_path()
+    assert probe(staging.lock.path) is None
+    assert sorted(os.listdir(store.layout.staging)) == sorted([staging.path.name, staging.lock.path.name])
+    store.discard(staging)
+
+
+KILLED_BEFORE_LINK = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from composecache.store import Store
+store = Store.open(Path(sys.argv[1]))
+os.link = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+store.prepare_export("api") if sys.argv[3] == "export" else store.prepare_import("api")
+"""
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_a_process_killed_between_create_and_link_leaves_a_temp_that_gc_collects_after_grace(store: Store) -> None:
+    publish_layers(store, "api", [b"x"])
+    for what in ("export", "import"):
+        proc = subprocess.run([sys.executable, "-c", KILLED_BEFORE_LINK, str(store.base), str(REPO), what], check=False)
+        assert proc.returncode == -signal.SIGKILL
+    temps = [*store.layout.staging.iterdir(), *store.layout.leases.iterdir()]
+    assert len(temps) == 2
+    assert all(TEMP_NAME_RE.match(t.name) for t in temps), temps
+    # It breaks nobody: no staging or lease is counted, new ones work, the store is sound.
+    stats = store.stats()
+    assert (stats.staging_live, stats.staging_dead, stats.imports_live) == (0, 0, 0)
+    staging = store.prepare_export("api")
+    spec = store.prepare_import("api")
+    assert spec is not None
+    assert spec.lease is not None
+    store.release_import(spec)
+    store.discard(staging)
+    assert store.verify(deep=True).sound
+    # gc keeps them within the grace period, and keeps a young one even with grace 0 ...
+    assert store.gc(grace_s=0).staging_reclaimed == 0
+    assert all(t.exists() for t in temps)
+    for temp in temps:
+        _age(temp, 1800)
+    store.gc(grace_s=3600)
+    assert all(t.exists() for t in temps)
+    # ... and removes them once older.
+    for temp in temps:
+        _age(temp, 7200)
+    store.gc(grace_s=3600)
+    assert os.listdir(store.layout.staging) == []
     assert os.listdir(store.layout.leases) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from composecache.errors import CacheUnavailable, UsageError
-from composecache.store import Store, safefs, scopes
+from composecache.store import Store, scopes
 from tests.unit.store_fakes import fake_export, publish_layers
 
 
@@ -205,7 +205,7 @@ def test_full_disk_is_a_dropped_outcome_or_cache_unavailable(store: Store, monke
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safefs.os, "write", full)
+    monkeypatch.setattr(os, "write", full)  # the os module safefs writes through
     outcome = store.publish(staging)
     assert not outcome.published
     assert "No space left" in outcome.reason
@@ -224,7 +224,7 @@ def test_read_only_filesystem_during_publish_is_a_dropped_outcome(
     def erofs(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(safefs.os, "open", erofs)
+    monkeypatch.setattr(os, "open", erofs)  # the os module safefs opens through
     outcome = store.publish(staging)
     monkeypatch.undo()
     assert not outcome.published
