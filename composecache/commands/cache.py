@@ -141,6 +141,15 @@ def list_scopes(ctx: typer.Context) -> None:
     ]
     print("\n".join(_table(rows)))
     print(f"{len(stats.scopes)} scopes, {format_size(stats.bytes)} in {stats.blobs} blobs in {stats.root}")
+    if stats.pool.entries or stats.pool.broken:
+        print(_pool_line(stats))
+
+
+def _pool_line(stats: StoreStats) -> str:
+    pool = stats.pool
+    broken = f", {pool.broken} broken (verify moves them aside)" if pool.broken else ""
+    return (f"pool: {pool.entries} unpacked layers, {format_size(pool.bytes)} in {pool.files} files, "
+            f"used by {pool.sessions} sessions{broken}")  # fmt: skip
 
 
 def _stats_lines(stats: StoreStats) -> list[str]:
@@ -158,6 +167,7 @@ def _stats_lines(stats: StoreStats) -> list[str]:
         lines.append(f"leftovers:  {stats.staging_dead} staging dirs of killed builds (gc removes them)")
     if stats.quarantine:
         lines.append(f"quarantine: {len(stats.quarantine)} entries (see `composecache cache ls`)")
+    lines.append(f"{'pool:':<12}" + _pool_line(stats).removeprefix("pool: "))
     return lines
 
 
@@ -181,6 +191,7 @@ def _verify_json(report: VerifyReport) -> dict[str, Any]:
         "sound": report.sound,
         "deep": report.deep,
         "scopes_checked": report.scopes_checked,
+        "pool_entries_checked": report.pool_entries_checked,
         "blobs_hashed": report.blobs_checked,
         "bytes_hashed": report.bytes_hashed,
         "problems": [
@@ -197,7 +208,12 @@ def _verify_json(report: VerifyReport) -> dict[str, Any]:
 @app.command("verify")
 def verify_command(
     ctx: typer.Context,
-    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every blob (about 5 s per GB).")] = False,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep", help="Also re-hash every blob (about 5 s per GB) and compare every pool layer with its blob."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check every scope and blob; exit 1 when anything is wrong (broken entries are quarantined)."""
@@ -214,7 +230,8 @@ def verify_command(
             print(f"moved to quarantine: {path}")
         hashed = f", {report.blobs_checked} blobs re-hashed ({format_size(report.bytes_hashed)})" if deep else ""
         verdict = "sound" if report.sound else f"{len(report.problems)} problem(s)"
-        print(f"verified {report.scopes_checked} scopes{hashed}: {verdict}")
+        pool = f", {report.pool_entries_checked} pool layers" if report.pool_entries_checked else ""
+        print(f"verified {report.scopes_checked} scopes{pool}{hashed}: {verdict}")
     if not report.sound:
         raise typer.Exit(EXIT_FAILURE)
 
@@ -233,7 +250,7 @@ def _duration_option(value: str) -> float:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _gc_json(report: GcReport) -> dict[str, Any]:
+def _gc_json(report: GcReport, pool_grace_s: float) -> dict[str, Any]:
     return {
         "bytes_before": report.bytes_before,
         "bytes_after": report.bytes_after,
@@ -248,6 +265,15 @@ def _gc_json(report: GcReport) -> dict[str, Any]:
         "staging_live": report.staging_live,
         "imports_live": report.leases_live,
         "quarantine_removed": report.quarantine_removed,
+        "pool": {
+            "pool_grace_s": pool_grace_s,
+            "entries_removed": report.pool.entries_removed,
+            "bytes_removed": report.pool.bytes_removed,
+            "entries_kept_in_use": report.pool.entries_kept_in_use,
+            "staging_reclaimed": report.pool.staging_reclaimed,
+            "quarantine_removed": report.pool.quarantine_removed,
+            "records_expired": report.pool.records_expired,
+        },
     }
 
 
@@ -260,22 +286,31 @@ def gc_command(
     grace: Annotated[
         str, typer.Option("--grace", help="Keep blobs and scopes younger than this (0, 30s, 10m, 24h, 7d).")
     ] = "1h",
+    pool_grace: Annotated[
+        str,
+        typer.Option("--pool-grace", help="Keep pool layers (and blobs) a session registered within this (7d)."),
+    ] = "7d",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Remove unused blobs and dead staging, then evict scopes until the store fits --keep-storage."""
     keep = None if keep_storage is None else _size_option(keep_storage)
     grace_s = _duration_option(grace)
+    pool_grace_s = _duration_option(pool_grace)
     state = _state(ctx)
     with _progress(state.output) as progress:
-        report = state.open_store(writable=True).gc(keep_storage=keep, grace_s=grace_s, progress=progress)
+        report = state.open_store(writable=True).gc(keep_storage=keep, grace_s=grace_s, progress=progress,
+                                                    pool_grace_s=pool_grace_s)  # fmt: skip
     if as_json:
-        _print_json(_gc_json(report))
+        _print_json(_gc_json(report, pool_grace_s))
         return
     print(
         f"gc: removed {report.blobs_removed} blobs ({format_size(report.bytes_removed)}), "
         f"evicted {len(report.scopes_evicted)} scopes, reclaimed {report.staging_reclaimed} staging dirs; "
         f"store {format_size(report.bytes_before)} -> {format_size(report.bytes_after)}"
     )
+    if report.pool.entries_removed or report.pool.entries_kept_in_use:
+        removed = f"{report.pool.entries_removed} unpacked layers ({format_size(report.pool.bytes_removed)})"
+        print(f"pool: removed {removed}, kept {report.pool.entries_kept_in_use} that sessions use")
     if report.scopes_evicted:
         print(printable("evicted: " + ", ".join(report.scopes_evicted)))
     if not report.fits and keep is not None:
