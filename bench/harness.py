@@ -341,9 +341,10 @@ def breakdown(timed: Timed) -> dict[str, float | int | None]:
     """Where a warm `composecache -v up --build -d` spent its time (seconds), from its timestamped log.
 
     composecache_own_s: its wall time minus the time compose ran (pool registration and seeding
-    included); buildkit_s: from compose's start to the build's last line; extraction_s: the sum of
-    BuildKit's `extracting` times (inside buildkit_s); container_start_s: from the build's last line
-    to the last container started.
+    included), of it before_compose_s (start-up, registration, seeding) and after_compose_s
+    (publishing, releasing the pins); buildkit_s: from compose's start to the build's last line;
+    extraction_s: the sum of BuildKit's `extracting` times (inside buildkit_s); container_start_s:
+    from the build's last line to the last container started.
     """
     compose_ran = COMPOSE_RAN.search(timed.output)
     compose_s = float(compose_ran.group(1)) / 1000 if compose_ran else None
@@ -372,6 +373,10 @@ def breakdown(timed: Timed) -> dict[str, float | int | None]:
     return {
         "wall_s": round(timed.seconds, 2),
         "composecache_own_s": round(timed.seconds - compose_s, 2) if compose_s is not None else None,
+        "before_compose_s": round(compose_start, 2) if compose_start is not None else None,
+        "after_compose_s": round(timed.seconds - compose_start - compose_s, 2)
+        if compose_start is not None and compose_s is not None
+        else None,
         "pool_s": round(sum(map(float, pool)), 2) if pool else None,
         "pool_fill_s": round(sum(map(float, fill)), 2) if fill else None,
         "pool_layers_registered": sum(int(r[0]) for r in registered) if registered else None,

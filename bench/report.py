@@ -170,6 +170,8 @@ def _gb(value: Any) -> str:
 
 PHASES = (
     ("composecache_own_s", "composecache's own time (pool registration and seeding included)"),
+    ("before_compose_s", "of it, before compose starts"),
+    ("after_compose_s", "of it, after compose (publishing, releasing pins)"),
     ("pool_s", "pool: registering the layers' snapshots"),
     ("seeding_s", "seeding the daemon's content store"),
     ("buildkit_s", "BuildKit (compose's build, all steps)"),
