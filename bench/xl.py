@@ -122,9 +122,12 @@ def _count_blob(blob: IO[bytes]) -> tuple[int, int]:
 def image_contents(images_tar: Path) -> dict[str, Any]:
     """Unique layers' uncompressed bytes and regular files, and each image's, from a `docker save` tar."""
     with tarfile.open(images_tar) as outer:
-        manifest_file = outer.extractfile("manifest.json")
+        try:
+            manifest_file = outer.extractfile("manifest.json")
+        except KeyError:
+            manifest_file = None
         if manifest_file is None:
-            raise BenchError(f"{images_tar}: no manifest.json")
+            raise BenchError(f"{images_tar}: no manifest.json (not a `docker save` archive)")
         manifest = json.load(manifest_file)
         layers: dict[str, tuple[int, int]] = {}
         images: dict[str, dict[str, int]] = {}
@@ -132,7 +135,10 @@ def image_contents(images_tar: Path) -> dict[str, Any]:
             total_bytes = total_files = 0
             for path in entry["Layers"]:
                 if path not in layers:
-                    blob = outer.extractfile(path)
+                    try:
+                        blob = outer.extractfile(path)
+                    except KeyError:
+                        blob = None
                     if blob is None:
                         raise BenchError(f"{images_tar}: layer {path} missing")
                     layers[path] = _count_blob(blob)
