@@ -218,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     step = _progress()
     for name in chosen:
         SECTIONS[name](options, results, step)
-    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    report.write(results, options.out)
+        # written after every section: a later section that fails leaves the earlier ones' numbers
+        results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        results["sections"] = chosen[: chosen.index(name) + 1]
+        report.write(results, options.out)
     print(json.dumps(report.summary(results), indent=2))
     return 0
 
