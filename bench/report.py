@@ -192,6 +192,8 @@ def xl_markdown(results: dict[str, Any]) -> list[str]:
     lines = [
         f"## XL stack (fixtures/flagship-xl{scaled})",
         "",
+        f"Measured {x.get('started', '?')} to {x.get('finished', '?')}.",
+        "",
         f"{len(contents['images'])} services, {contents['unique_layers']} unique layers: "
         f"{contents['bytes_uncompressed'] / 2**30:.2f} GiB uncompressed ({_gb(contents['bytes_uncompressed'])}; "
         f"{_gb(contents['bytes_uncompressed_sum_of_images'])} as the sum of the images), {contents['files']} files. "

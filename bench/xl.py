@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -199,7 +200,8 @@ def measure(leg: str, keep: bool, scale: float, warm_runs: int, nopool_runs: int
             step: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     """The XL section of the results (every session it starts is stopped, its work dir removed)."""
     xl = stack(scale)
-    out: dict[str, Any] = {"scale": scale, "xl_pct": dict(xl.build_env)["XL_PCT"], "pool_in_checkout": pool_available()}
+    out: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "scale": scale,
+                           "xl_pct": dict(xl.build_env)["XL_PCT"], "pool_in_checkout": pool_available()}  # fmt: skip
     with Bench(leg=leg, keep=keep, stack=xl, tag=f"xl{os.getpid() % 100000}") as bench:
         step(f"xl: work dir {bench.work} (scale {scale})")
         bench.setup()
@@ -263,6 +265,7 @@ def measure(leg: str, keep: bool, scale: float, warm_runs: int, nopool_runs: int
             step(f"xl: tarball load {load_s:.1f}s + up {up_s:.1f}s")
         out["tarball"] = {"load_runs_s": [round(x, 2) for x in loads], "up_runs_s": [round(x, 2) for x in ups],
                           "median_s": median([x + y for x, y in zip(loads, ups, strict=True)])}  # fmt: skip
+    out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.update(headline(out))
     return out
 
