@@ -15,13 +15,18 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from composecache.errors import CacheUnavailable
+from composecache.errors import CacheUnavailable, StrictFallback, strict_mode
 from composecache.output import Output, printable
 from composecache.session import seeding
 from composecache.settings import Settings
 from composecache.store import ImportSpec, PublishOutcome, Staging, Store
 from composecache.store.layout import Layout
+
+if TYPE_CHECKING:
+    from composecache.remote.tier import RemoteTier
+    from composecache.runner import Background
 
 
 class BuildTool(abc.ABC):
@@ -69,13 +74,16 @@ def run(
             build.finish(summary=False)
     undo = prepare_session_daemon(build, daemon, env, output)
     try:
-        if not tool.may_run_again:
-            return tool.run(build)
-        return build.run_with_recovery(lambda: tool.run(build), lambda: tool.stale(build))
+        if tool.may_run_again:
+            status = build.run_with_recovery(lambda: tool.run(build), lambda: tool.stale(build))
+        else:
+            status = tool.run(build)
     finally:
         build.finish(summary=summary)
         for release in reversed(undo):
             release()
+    build.raise_if_strict()
+    return status
 
 
 def prepare_session_daemon(
@@ -95,7 +103,7 @@ def prepare_session_daemon(
     if build.store is None:
         return undo
     prepared = layer_pool.prepare_daemon(build.store.layout, build.imported_digests(), daemon, env, output,
-                                         fill=build.store.writable)  # fmt: skip
+                                         fill=build.store.writable, fall_back=build._fall_back_once)  # fmt: skip
     if prepared is not None:
         undo.append(prepared.release)
     return undo
@@ -104,9 +112,12 @@ def prepare_session_daemon(
 def extra_cache_entries(request: CacheRequest, settings: Settings) -> tuple[list[str], list[str]]:
     """THE HOOK for cache sources and destinations beyond the local store: (cache_from, cache_to) entries.
 
-    The local store's entries are reserved by CachedBuild.prepare; nothing else is configured
-    today.  A registry tier returns its `type=registry,...` entries for `request` here; every
-    front-end passes them on through CacheSlot.cache_from_entries / cache_to_entries.
+    The local store's entries are reserved by CachedBuild.prepare; every front-end passes these
+    on through CacheSlot.cache_from_entries / cache_to_entries.  The registry tier
+    (composecache/remote/) does not add static entries here: which scopes it imports depends on
+    what the local store holds and what the registry answered, so CachedBuild.prepare appends
+    its `type=registry,...` imports to `extra_from` after the local reservation, and it pushes
+    published scopes itself after the build (no second cache_to: the build never waits for it).
     """
     return [], []
 
@@ -129,6 +140,7 @@ class CacheSlot:
     cache_from: list[str] = field(default_factory=list)
     imported_from: list[str] = field(default_factory=list)
     imports: list[ImportSpec] = field(default_factory=list)  # leases held until finish()
+    remote_imports: list[tuple[str, str]] = field(default_factory=list)  # (scope, cache_from) from the registry
     cache_to: str | None = None
     staging: Staging | None = None
     outcome: PublishOutcome | None = None
@@ -160,11 +172,36 @@ class CachedBuild:
         self.store: Store | None = None
         self.slots: dict[str, CacheSlot] = {}
         self._warned: set[str] = set()
+        self.strict_failures: list[str] = []
+        self.remote: RemoteTier | None = None
+        if settings.remote and not settings.disabled:  # the registry tier (composecache/remote/): only when asked
+            from composecache.remote.tier import RemoteTier
+
+            self.remote = RemoteTier.from_settings(settings, output, fall_back=self._fall_back_once)
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
             self._warned.add(message)
             self.output.warn(message)
+
+    def _fall_back_once(self, message: str) -> None:
+        """A cache problem this build fails open on: one line (`Output.fall_back`).
+
+        Under COMPOSECACHE_STRICT=1 the line is shown and the build still runs and cleans up;
+        `raise_if_strict` then fails the run, so no test passes on this path.
+        """
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if strict_mode():
+            self.strict_failures.append(message)
+            self.output.warn(message)
+        else:
+            self.output.fall_back(message)
+
+    def raise_if_strict(self) -> None:
+        if self.strict_failures:
+            raise StrictFallback(f"strict mode: {self.strict_failures[0]}")
 
     def open_store(self) -> Store | None:
         try:
@@ -184,7 +221,7 @@ class CachedBuild:
                                    writable=False, read_only=True, on_notice=self._warn_once,
                                    lock_timeout=0, warnings=[])  # fmt: skip
                 return self.store
-            self._warn_once(f"cache unavailable ({_reason(exc)}); building without it")
+            self._fall_back_once(f"cache unavailable ({_reason(exc)}); building without it")
             self.store = None
             return None
         for message in self.store.warnings:  # a world-writable cache directory: anyone can plant entries
@@ -198,6 +235,7 @@ class CachedBuild:
     def prepare(self, requests: Sequence[CacheRequest]) -> dict[str, CacheSlot]:
         """Reserve imports and exports; never raises for cache problems."""
         store = self.store if self.store is not None else self.open_store()
+        look = self._look_at_registry(requests)
         for request in requests:
             slot = CacheSlot(request)
             self.slots[request.key] = slot
@@ -209,7 +247,7 @@ class CachedBuild:
                 try:
                     spec = store.peek_import(scope) if self.settings.dry_run else store.prepare_import(scope)
                 except (CacheUnavailable, OSError) as exc:
-                    self._warn_once(f"{request.key}: cannot import from the cache ({_reason(exc)})")
+                    self._fall_back_once(f"{request.key}: cannot import from the cache ({_reason(exc)})")
                     continue
                 if spec is not None:
                     slot.imports.append(spec)
@@ -225,9 +263,30 @@ class CachedBuild:
                     slot.staging = store.prepare_export(request.export_scope, mode=request.mode)
                     slot.cache_to = slot.staging.cache_to
             except (CacheUnavailable, OSError) as exc:
-                self._warn_once(f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export")
+                self._fall_back_once(
+                    f"{request.key}: cannot export to the cache ({_reason(exc)}); building without export"
+                )
                 slot.export_note = "export failed to start"
+        if look is not None:
+            look.result()
+            self._add_registry_imports()
         return self.slots
+
+    def _look_at_registry(self, requests: Sequence[CacheRequest]) -> Background[object] | None:
+        """The registry tier's one bounded look, in a thread while the local store is read."""
+        if self.remote is None:
+            return None
+        from composecache.runner import Background
+
+        return Background(self.remote.look, [scope for r in requests for scope in r.import_scopes])
+
+    def _add_registry_imports(self) -> None:
+        """Registry imports (through the extra entries) for the scopes the local store lacks."""
+        assert self.remote is not None
+        for slot in self.slots.values():
+            local = {spec.scope: spec.digest for spec in slot.imports}
+            slot.remote_imports = self.remote.imports_for(slot.request.import_scopes, local)
+            slot.extra_from += [spec for _, spec in slot.remote_imports]
 
     def run_with_recovery(self, run: Callable[[], int], stale: Callable[[], bool] | None = None) -> int:
         """Run the build; once more without any import that a failed run proved corrupt.
@@ -239,6 +298,8 @@ class CachedBuild:
         """
         status = run()
         if 0 < status < 128 and self.drop_corrupt_imports():
+            status = run()
+        if 0 < status < 128 and self.drop_remote_imports():
             status = run()
         if 0 < status < 128 and stale is not None and stale():
             status = run()
@@ -267,13 +328,32 @@ class CachedBuild:
                     continue
                 more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
                 moved = "quarantined it" if self.store.writable else "the cache is read-only"
-                self._warn_once(f"cache scope {spec.scope} holds a corrupt blob ({bad[0]}{more}) that failed the "
+                self._fall_back_once(f"cache scope {spec.scope} holds a corrupt blob ({bad[0]}{more}) that failed the "
                                 f"build; {moved}; building again without importing it")  # fmt: skip
                 slot.imports.remove(spec)
                 slot.cache_from.remove(spec.cache_from)
                 slot.imported_from.remove(spec.scope)
                 self.store.release_import(spec)
         return any(checked.values())
+
+    def drop_remote_imports(self) -> bool:
+        """After a failed build that imported from the registry: drop those imports (True if any).
+
+        What a registry serves is checked by BuildKit as it pulls; a registry that fails or lies in
+        the middle of a build must not fail a build that succeeds without it.
+        """
+        dropped = False
+        for slot in self.slots.values():
+            for _, spec in slot.remote_imports:
+                slot.extra_from.remove(spec)
+                dropped = True
+            slot.remote_imports = []
+        if dropped and self.remote is not None:
+            from composecache.remote.client import RemoteError
+
+            self.remote.fail(RemoteError("server", "a build that imported from it failed"),
+                             "building again without the registry")  # fmt: skip
+        return dropped
 
     def imported_digests(self) -> list[str]:
         """The digest of every cache manifest this build imports, each once (for seeding)."""
@@ -284,6 +364,8 @@ class CachedBuild:
         for slot in self.slots.values():
             if slot.staging is not None:
                 self._publish(slot, keep=True)
+                if self.remote is not None:
+                    self.remote.observe(slot.request.key, slot.staging.path, slot.outcome is not None)
 
     def _publish(self, slot: CacheSlot, *, keep: bool) -> None:
         assert self.store is not None and slot.staging is not None
@@ -292,12 +374,12 @@ class CachedBuild:
                 return
             outcome = self.store.publish(slot.staging, keep=keep)
         except (CacheUnavailable, OSError) as exc:
-            self._warn_once(f"{slot.request.key}: could not publish the cache export ({_reason(exc)})")
+            self._fall_back_once(f"{slot.request.key}: could not publish the cache export ({_reason(exc)})")
             return
         if outcome.published or slot.outcome is None or not slot.outcome.published:
             slot.outcome = outcome
         if outcome.failed:
-            self._warn_once(f"{slot.request.key}: cache export {outcome.reason}")
+            self._fall_back_once(f"{slot.request.key}: cache export {outcome.reason}")
         elif not outcome.published:
             self.output.debug(f"{slot.request.key}: export not published: {outcome.reason}")
 
@@ -311,25 +393,35 @@ class CachedBuild:
             if slot.staging is None:
                 continue
             self._publish(slot, keep=True)
+            if self.remote is not None:
+                self.remote.observe(slot.request.key, slot.staging.path, slot.outcome is not None)
             if slot.outcome is None and slot.staging.export_incomplete():
-                self._warn_once(f"{slot.request.key}: the cache export did not complete (see the build log); "
+                self._fall_back_once(f"{slot.request.key}: the cache export did not complete (see the build log); "
                                 "nothing was published")  # fmt: skip
                 slot.export_note = "export incomplete"
             try:
                 self.store.discard(slot.staging)
             except (CacheUnavailable, OSError) as exc:
-                self._warn_once(f"could not remove a staging directory ({_reason(exc)})")
+                self._fall_back_once(f"could not remove a staging directory ({_reason(exc)})")
             slot.staging = None
+        self._push_to_registry()
         if summary:
             for line in self.summary_lines():
                 self.output.info(line)
 
+    def _push_to_registry(self) -> None:
+        """The registry tier pushes what this build published (waiting at most as long as the export took)."""
+        if self.remote is None or not self.export:
+            return
+        published = {slot.request.export_scope: slot.outcome.digest for slot in self.slots.values()
+                     if slot.outcome is not None and slot.outcome.published and slot.outcome.digest}  # fmt: skip
+        self.remote.push(published)
+
     def summary_lines(self) -> list[str]:
         lines = []
         for slot in self.slots.values():
-            imported = (
-                f"import from {', '.join(slot.imported_from)}" if slot.imported_from else "cold (nothing to import)"
-            )
+            sources = [*slot.imported_from, *(f"registry {scope}" for scope, _ in slot.remote_imports)]
+            imported = f"import from {', '.join(sources)}" if sources else "cold (nothing to import)"
             if slot.outcome is not None and slot.outcome.published:
                 exported = "exported"
             elif slot.outcome is not None:

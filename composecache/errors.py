@@ -1,4 +1,9 @@
-"""The one error type users see, and the exit codes it maps to (docs/reference.md)."""
+"""The errors composecache raises on purpose, and the exit codes they map to (docs/reference.md).
+
+ComposecacheError and its subclasses are expected failures: cli.py's boundary
+prints their message (and hint) and exits with their code.  Any other
+exception is a bug: the boundary writes a crash log and fails open.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,28 @@ class UsageError(ComposecacheError):
     """The command line is wrong."""
 
     exit_code = EXIT_USAGE
+
+
+class ToolError(ComposecacheError):
+    """A helper command could not be run to the end; `exit_code` is what a shell would report."""
+
+
+class ToolNotFound(ToolError):
+    """The command does not exist (a shell's 127)."""
+
+    exit_code = 127
+
+
+class ToolNotExecutable(ToolError):
+    """The command exists but may not be run (a shell's 126)."""
+
+    exit_code = 126
+
+
+class ToolTimedOut(ToolError):
+    """The command did not answer in time and was killed (coreutils timeout's 124)."""
+
+    exit_code = 124
 
 
 class CacheUnavailable(ComposecacheError):

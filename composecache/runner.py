@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Generic, TypeVar
 
-from composecache.errors import ComposecacheError
+from composecache.errors import ToolError, ToolNotExecutable, ToolNotFound, ToolTimedOut
 
 # siginfo_t.si_code values (Linux, asm-generic/siginfo.h).
 SI_USER = 0  # kill(2)
@@ -106,12 +106,30 @@ def capture(
                 check=False,
             )
     except FileNotFoundError as exc:
-        raise ComposecacheError(f"{argv[0]}: command not found") from exc
+        raise ToolNotFound(f"{argv[0]}: command not found") from exc
     except PermissionError as exc:
-        raise ComposecacheError(f"{argv[0]}: permission denied") from exc
+        raise ToolNotExecutable(f"{argv[0]}: permission denied") from exc
     except subprocess.TimeoutExpired as exc:
-        raise ComposecacheError(f"{' '.join(argv[:3])} did not answer within {timeout:.0f}s") from exc
+        raise ToolTimedOut(f"{' '.join(argv[:3])} did not answer within {timeout:.0f}s") from exc
     return Captured(result.returncode, result.stdout, result.stderr)
+
+
+def safe_capture(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    timeout: float = 30,
+    *,
+    stdin_text: str | None = None,
+    stdin_path: Path | None = None,
+) -> Captured:
+    """capture(), with a command that could not run as a shell would report it, instead of an exception.
+
+    Not found: 127; not executable: 126; no answer within `timeout`: 124 (as coreutils' timeout).
+    """
+    try:
+        return capture(argv, env, timeout=timeout, stdin_text=stdin_text, stdin_path=stdin_path)
+    except ToolError as exc:
+        return Captured(exc.exit_code, "", exc.message)
 
 
 def exit_code_of(returncode: int) -> int:
@@ -154,28 +172,33 @@ def run_foreground(
             )
             _State.user_command_started = True
         except FileNotFoundError as exc:
-            raise ComposecacheError(f"{argv[0]}: command not found") from exc
+            raise ToolNotFound(f"{argv[0]}: command not found") from exc
         except PermissionError as exc:
-            raise ComposecacheError(f"{argv[0]}: permission denied") from exc
-        interrupts = 0
-        while True:
-            info = signal.sigtimedwait(WAITED, tick_s)
-            if info is not None and info.si_signo != signal.SIGCHLD:
-                if info.si_signo == signal.SIGINT:
-                    interrupts += 1
-                if interrupts >= KILL_AFTER_INTERRUPTS:
-                    proc.kill()
-                elif info.si_code in SENT_BY_A_PROCESS and info.si_pid != proc.pid:
-                    _send(proc, info.si_signo)
-            returncode = proc.poll()
-            if returncode is not None:
-                return exit_code_of(returncode)
-            if on_tick is not None:
-                on_tick()
+            raise ToolNotExecutable(f"{argv[0]}: permission denied") from exc
+        return _wait(proc, on_tick, tick_s)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if _State.user_command_started:
             _State.foreground_s += time.perf_counter() - started
+
+
+def _wait(proc: subprocess.Popen[bytes], on_tick: Callable[[], None] | None, tick_s: float) -> int:
+    """Wait for the child, forwarding signals and calling on_tick every tick_s; its exit code."""
+    interrupts = 0
+    while True:
+        info = signal.sigtimedwait(WAITED, tick_s)
+        if info is not None and info.si_signo != signal.SIGCHLD:
+            if info.si_signo == signal.SIGINT:
+                interrupts += 1
+            if interrupts >= KILL_AFTER_INTERRUPTS:
+                proc.kill()
+            elif info.si_code in SENT_BY_A_PROCESS and info.si_pid != proc.pid:
+                _send(proc, info.si_signo)
+        returncode = proc.poll()
+        if returncode is not None:
+            return exit_code_of(returncode)
+        if on_tick is not None:
+            on_tick()
 
 
 def foreground_seconds() -> float:
@@ -206,4 +229,4 @@ def exec_replace(argv: Sequence[str], env: Mapping[str, str]) -> None:
     try:
         os.execvpe(argv[0], list(argv), dict(env))
     except FileNotFoundError as exc:
-        raise ComposecacheError(f"{argv[0]}: command not found") from exc
+        raise ToolNotFound(f"{argv[0]}: command not found") from exc

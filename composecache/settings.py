@@ -17,6 +17,15 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _seconds(value: str | None) -> float | None:
+    """A number of seconds from the environment; None when unset or not a number >= 0 (then the default)."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86400 else None
+
+
 def default_cache_dir(env: Mapping[str, str]) -> Path:
     if DEFAULT_SHARED_DIR.is_dir():
         return DEFAULT_SHARED_DIR
@@ -35,6 +44,9 @@ class Settings:
     dry_run: bool = False
     verbose: int = 0
     quiet: bool = False
+    remote: str | None = None  # REGISTRY/REPOSITORY of the shared registry tier (composecache/remote/)
+    remote_insecure: bool = False  # plain HTTP / unchecked TLS to it, for BuildKit too
+    remote_wait_s: float | None = None  # how long a build waits for its registry push (None: the export's time)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -46,6 +58,9 @@ class Settings:
             read_only=_truthy(env.get("COMPOSECACHE_READ_ONLY")),
             scope_prefix=env.get("COMPOSECACHE_SCOPE_PREFIX") or None,
             namespace=env.get("COMPOSECACHE_NAMESPACE") or DEFAULT_NAMESPACE,
+            remote=env.get("COMPOSECACHE_REMOTE") or None,
+            remote_insecure=_truthy(env.get("COMPOSECACHE_REMOTE_INSECURE")),
+            remote_wait_s=_seconds(env.get("COMPOSECACHE_REMOTE_WAIT")),
         )
 
     def with_options(self, **changes: Any) -> Settings:

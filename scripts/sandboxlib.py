@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -182,7 +183,7 @@ class Session:
 def _shell_quote(value: str) -> str:
     if value.startswith("$PATH") or value.endswith(":$PATH"):
         return '"' + value + '"'
-    return "'" + value.replace("'", "'\\''") + "'"
+    return shlex.quote(value)
 
 
 def _read_pid(path: Path) -> int | None:

@@ -19,7 +19,9 @@ from typing import Annotated, Any
 
 import typer
 
-from composecache.errors import EXIT_FAILURE, EXIT_USAGE, ComposecacheError
+from composecache.commands.app import APP_OPTIONS, CommandState, state_of
+from composecache.commands.app import run as run_app
+from composecache.errors import EXIT_FAILURE
 from composecache.output import Output, printable
 from composecache.settings import Settings
 from composecache.store import Store
@@ -33,17 +35,20 @@ PROGRESS_AFTER_S = 0.5  # a walk shorter than this shows no progress bar at all
 
 app = typer.Typer(
     name="cache",
-    help="Inspect and maintain the shared build cache.",
+    help="Inspect and maintain the shared build cache (every session's builds import from and export to it).",
+    epilog="\b\nExamples:\n"
+    "  composecache cache ls                           every scope: size, last use, soundness\n"
+    "  composecache cache stats --json                 sizes, for machines\n"
+    "  composecache cache verify --deep                re-hash every blob; exit 1 on a problem\n"
+    "  composecache cache gc --keep-storage 20GB       evict least recently used scopes down to 20 GB\n"
+    "  composecache cache prune myproject/api          remove one scope",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    **APP_OPTIONS,  # type: ignore[arg-type]
 )
 
 
 @dataclass
-class CacheState:
-    settings: Settings
-    output: Output
+class CacheState(CommandState):
     cache_dir: Path | None = None
     namespace: str | None = None
 
@@ -61,7 +66,8 @@ class CacheState:
 def _state(ctx: typer.Context) -> CacheState:
     state = ctx.find_object(CacheState)
     if state is None:  # run as its own program (python -m composecache.commands.cache)
-        state = CacheState(Settings.from_env(), Output())
+        base = state_of(ctx)
+        state = CacheState(base.settings, base.output)
         ctx.obj = state
     return state
 
@@ -181,9 +187,18 @@ def stats_command(
     with _progress(state.output) as progress:
         stats = state.open_store(writable=False).stats(progress)
     if as_json:
-        _print_json(stats.to_json())
+        value = stats.to_json()
+        if state.settings.remote:
+            from composecache.remote import report
+
+            value["remote"] = report.stats_json(state.settings, [scope.name for scope in stats.scopes])
+        else:
+            value["remote"] = None
+        _print_json(value)
     else:
         print("\n".join(_stats_lines(stats)))
+        if state.settings.remote:
+            print(f"remote:     {state.settings.remote} (the registry tier: composecache doctor checks it)")
 
 
 def _verify_json(report: VerifyReport) -> dict[str, Any]:
@@ -334,20 +349,55 @@ def prune_command(
     print(f"pruned scope {report.scope!r}: freed {format_size(report.bytes_removed)} ({report.blobs_removed} blobs)")
 
 
+@app.command("fill")
+def fill_command(
+    ctx: typer.Context,
+    scopes: Annotated[list[str] | None, typer.Argument(help="Scopes to fill from (default: every scope).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Unpack the layers of scopes into the layer pool now (a build fills what it misses by itself)."""
+    import os
+
+    from composecache.store import pool
+    from composecache.store import scopes as store_scopes
+    from composecache.store.gc import find_scope_dir
+
+    state = _state(ctx)
+    store = state.open_store(writable=True)
+    if not store.writable:
+        state.output.error(f"cannot fill the pool: the cache at {store.base} is read-only")
+        raise typer.Exit(EXIT_FAILURE)
+    if os.geteuid() != 0:
+        state.output.error("filling the layer pool needs root", hint="pool trees hold root-owned files and devices")
+        raise typer.Exit(EXIT_FAILURE)
+    wanted = [find_scope_dir(store.layout, name)[1] for name in scopes] if scopes else None
+    if wanted is not None and None in wanted:
+        state.output.error(f"no cache scope {scopes[wanted.index(None)]!r}",  # type: ignore[index]
+                           hint="`composecache cache ls` lists the scopes")  # fmt: skip
+        raise typer.Exit(EXIT_FAILURE)
+    manifests = []
+    for scope_dir in wanted if wanted is not None else list(store_scopes.scope_dirs(store.layout)):
+        try:
+            content = store_scopes.inspect_scope(store.layout, scope_dir, check_sizes=False)  # type: ignore[arg-type]
+        except (store_scopes.ScopeProblem, OSError):
+            continue  # verify reports broken scopes
+        if content is not None:
+            manifests.append(content.manifest.digest)
+    report = pool.fill_scopes(store.layout, manifests, on_wait=state.output.info)
+    for line in report.refused:
+        state.output.warn(printable(f"not pooled: {line}"))
+    if as_json:
+        _print_json({"layers": report.layers, "present": report.present, "filled": report.filled,
+                     "bytes": report.bytes, "files": report.files, "seconds": round(report.seconds, 3),
+                     "refused": report.refused})  # fmt: skip
+        return
+    print(f"pool: filled {report.filled} of {report.layers} layers ({format_size(report.bytes)} in {report.files} "
+          f"files) in {report.seconds:.1f}s; {report.present} were there already")  # fmt: skip
+
+
 def main(args: list[str], settings: Settings, output: Output) -> int:
     """Run `composecache cache ARGS...`; returns the exit code (0 ok, 1 expected failure, 2 usage)."""
-    command = typer.main.get_command(app)
-    state = CacheState(settings, output)
-    try:
-        command(args=list(args), prog_name="composecache cache", standalone_mode=True, obj=state)
-    except SystemExit as exc:
-        if exc.code is None:
-            return 0
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    except ComposecacheError as exc:
-        output.error(exc.message, exc.hint)
-        return exc.exit_code
-    return 0
+    return run_app(app, "cache", args, CacheState(settings, output))
 
 
 if __name__ == "__main__":

@@ -4,19 +4,44 @@ from __future__ import annotations
 
 import os
 
+import typer
+
+from composecache import runner
+from composecache.commands.app import APP_OPTIONS, CommandState, state_of
+from composecache.commands.app import run as run_app
 from composecache.compose import versions
+from composecache.errors import ComposecacheError
 from composecache.output import Output
 from composecache.session import toolchain
 from composecache.settings import Settings
 
+HELP = (
+    "Check what composecache depends on, and say what to fix.\n\n"
+    "\b\nIt looks at:\n"
+    "  the docker CLI, Compose and buildx    found, and which versions\n"
+    "  the builder and its image store       whether a cache can be exported\n"
+    "  the cache directory                   writable, or import only\n"
+    "  the shims                             installed, and the ones in effect\n"
+    "  the compose project here              its x-composecache settings\n\n"
+    "One line per finding: `ok`, `FIX` (followed by what to do) or `tip`."
+)
+app = typer.Typer(name="doctor", **APP_OPTIONS)  # type: ignore[arg-type]
+
 
 def main(args: list[str], settings: Settings, output: Output) -> int:
-    if args and args[0] in {"-h", "--help"}:
-        print(
-            "Usage: composecache doctor\n\nCheck the docker/compose/buildx toolchain, the builder and the cache "
-            "directory; print one line per finding and what to fix."
-        )
-        return 0
+    """Run `composecache doctor ARGS...`; 0 when nothing needs fixing, 1 otherwise, 2 for usage errors."""
+    return run_app(app, "doctor", args, CommandState(settings, output))
+
+
+@app.command(help=HELP, epilog="Exit status: 0 when nothing needs fixing, 1 otherwise, 2 for a usage error.")
+def doctor(ctx: typer.Context) -> None:
+    state = state_of(ctx)
+    if findings(state.settings) > 0:
+        raise typer.Exit(1)
+
+
+def findings(settings: Settings) -> int:
+    """Print one line per finding; the number of problems found."""
     env = dict(os.environ)
     problems = 0
 
@@ -27,9 +52,9 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
 
     try:
         tools = toolchain.probe(env)
-    except Exception as exc:
-        line(False, f"docker: {exc}", "install the Docker CLI")
-        return 1
+    except ComposecacheError as exc:  # no docker CLI (or no compose behind a shim): nothing else to ask
+        line(False, f"docker: {exc.message}", exc.hint or "install the Docker CLI")
+        return problems
     line(True, f"docker CLI: {tools.docker}")
     line(
         tools.compose_version is not None,
@@ -74,13 +99,74 @@ def main(args: list[str], settings: Settings, output: Output) -> int:
         f"{', read-only' if settings.read_only or not writable else ''})",
         "mount the shared cache directory read-write, or set COMPOSECACHE_DIR",
     )
+    for ok, text, fix in _remote_findings(settings, builder, env):
+        line(ok, text, fix)
     for ok, text, fix in _project_findings(tools, env):
         line(ok, text, fix)
     from composecache.shim import install as shim
 
     for ok, text, fix in shim.doctor_findings(env):
         line(ok, text, fix)
-    return 1 if problems else 0
+    return problems
+
+
+def _remote_findings(
+    settings: Settings, builder: toolchain.Builder, env: dict[str, str]
+) -> list[tuple[bool, str, str | None]]:
+    """The registry tier (--remote / COMPOSECACHE_REMOTE): reachable, writable, usable by this builder."""
+    if not settings.remote:
+        return []
+    from composecache.errors import UsageError
+    from composecache.remote import report
+
+    try:
+        remote = report.configured(settings)
+    except UsageError as exc:
+        return [(False, f"remote: {exc.message}", exc.hint)]
+    assert remote is not None
+    result = report.check(remote, env)
+    mode = (
+        "plain HTTP" if remote.scheme == "http" else "HTTPS" + (" (certificate not checked)" if remote.insecure else "")
+    )
+    findings: list[tuple[bool, str, str | None]] = []
+    if not result.reachable:
+        findings.append(
+            (
+                False,
+                f"remote {remote.name} ({mode}): unreachable: {result.detail}",
+                "start the registry or fix COMPOSECACHE_REMOTE; builds go on with the local cache only",
+            )
+        )
+    else:
+        writable = result.writable and not settings.read_only
+        state = result.status if not settings.read_only else "read-only (--read-only: never pushes)"
+        findings.append(
+            (
+                writable or settings.read_only,
+                f"remote {remote.name} ({mode}): {state}: {result.detail}",
+                "give this session push rights (docker login), or run it with --read-only",
+            )
+        )
+    if builder.driver == "docker" and builder.containerd_store is False:
+        findings.append(
+            (
+                False,
+                "remote: the docker driver with the classic image store imports from the registry "
+                "but exports nothing, so nothing is pushed",
+                "turn on the containerd image store",
+            )
+        )
+    elif builder.driver not in {None, "docker"}:
+        findings.append(
+            (
+                remote.scheme == "https" and not remote.loopback,
+                f"remote: builder driver {builder.driver}: BuildKit runs in its own container; it must reach "
+                f"{remote.registry} itself (127.0.0.1 is the container's own loopback) and a plain-HTTP "
+                "registry needs `http = true` for it in buildkitd.toml",
+                "give the registry a name and port the builder container reaches",
+            )
+        )
+    return findings
 
 
 def _project_findings(tools: toolchain.Toolchain, env: dict[str, str]) -> list[tuple[bool, str, str | None]]:
@@ -93,7 +179,7 @@ def _project_findings(tools: toolchain.Toolchain, env: dict[str, str]) -> list[t
     files = find_files([], None, [], env, Path.cwd())
     if not files.files:
         return []
-    config = toolchain.safe_capture([*tools.compose, *[a for f in files.files for a in ("-f", f)], "config"], env)
+    config = runner.safe_capture([*tools.compose, *[a for f in files.files for a in ("-f", f)], "config"], env)
     if config.returncode != 0:
         return [
             (

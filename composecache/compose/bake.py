@@ -23,7 +23,7 @@ from composecache.compose.project import ProjectModel
 from composecache.compose.versions import Plan
 from composecache.output import Output
 from composecache.session.seeding import DaemonStore
-from composecache.session.toolchain import Toolchain, Version, parse_version, safe_capture
+from composecache.session.toolchain import Toolchain, Version, parse_version
 from composecache.settings import Settings
 
 # buildx enforces filesystem entitlements for bake from 0.20 on.
@@ -72,15 +72,16 @@ def run(
     env: Mapping[str, str],
     config_yaml: str,
     daemon: DaemonStore | str | None = None,
+    built: list[str] | None = None,
 ) -> int:
     """Bake builds the services through the shared build lifecycle; then compose runs with --no-build."""
     compose = tools.compose
     if parsed.subcommand == "watch":
-        output.warn("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without the cache")
+        output.fall_back("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without "
+                         "the cache")  # fmt: skip
         runner.exec_replace([*compose, *parsed.argv()], env)
-    services = [name for name, service in model.services.items() if service.builds]
-    if parsed.services and parsed.subcommand == "build":
-        services = [name for name in services if name in parsed.services]
+    # The services this command builds (compose's model for `config SERVICE...`, the command's rule).
+    services = list(built) if built is not None else [name for name, svc in model.services.items() if svc.builds]
     with OverrideFile({}) as private:
         model_file = private.directory / "model.yaml"
         fd = os.open(model_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -123,7 +124,7 @@ class BakeTool(BuildTool):
 
 
 def _entitlements(tools: Toolchain, settings: Settings, env: Mapping[str, str]) -> list[str]:
-    version = parse_version(safe_capture([str(tools.docker), "buildx", "version"], env).stdout)
+    version = parse_version(runner.safe_capture([str(tools.docker), "buildx", "version"], env).stdout)
     if version is None or version < FS_ENTITLEMENTS_SINCE:
         return []
     root = str(Path(os.path.abspath(settings.cache_dir)))

@@ -10,14 +10,12 @@ own cache settings stay.  The file holds local paths only; it is private
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from composecache import validation
 from composecache.cached_build import CacheSlot
 
 OVERRIDE_NAME = "composecache.override.yaml"
@@ -45,20 +43,6 @@ def dump_json(document: Any) -> str:
     """The override as compose reads it: JSON is YAML, and json is ~40 ms cheaper than a YAML library
     on every build's critical path.  (The dry-run shows the same document as YAML, for people.)"""
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-
-
-def dump_yaml(document: Any) -> str:
-    from ruamel.yaml import YAML
-
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    stream = io.StringIO()
-    yaml.dump(document, stream)
-    return stream.getvalue()
-
-
-def validate(document: dict[str, Any]) -> list[str]:
-    return validation.errors(document, "override")
 
 
 def _private_dir() -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composecache import validation
+from composecache import schema
 
 EXTENSION = "x-composecache"
 
@@ -32,10 +32,39 @@ class ServiceModel:
     build: dict[str, Any] | None
     image: str | None
     extension: Any = None  # the raw x-composecache value, if any
+    problems: list[str] | None = None  # its schema errors (None: not checked yet)
+    remembered_shape: str | None = None  # shape_digest() as remembered
+
+    def shape_digest(self, project_dir: Path) -> str:
+        """A short digest of where the build's context and Dockerfile sit, relative to the project:
+        what tells apart unrelated projects that share a directory name (used without git)."""
+        if self.remembered_shape is not None:
+            return self.remembered_shape
+        import hashlib
+        import json
+        import os
+
+        build = self.build or {}
+        context = str(build.get("context", "."))
+        if "://" not in context and os.path.isabs(context):
+            context = os.path.relpath(context, project_dir)
+        shape = [context, str(build.get("dockerfile", "")), str(build.get("target", ""))]
+        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8]
 
     @property
     def builds(self) -> bool:
         return self.build is not None
+
+    @property
+    def image_repository(self) -> str | None:
+        """The image this service builds, without tag or digest (None: compose names the image itself)."""
+        if not self.image:
+            return None
+        name = self.image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        return name or None
 
 
 @dataclass
@@ -45,36 +74,43 @@ class ProjectModel:
     approximate: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
     remembered: bool = False  # from the memo (model_memo.py): only whether services build, no build sections
+    remembered_shared: dict[str, str] | None = None  # shared_builds() as remembered
+
+    def shared_builds(self) -> dict[str, str]:
+        """Services that build one image from one identical build section: follower -> the first of them.
+
+        Compose builds such an image once (or again from the session's own build cache): one
+        scope and one export serve them all.
+        """
+        if self.remembered_shared is not None:
+            return dict(self.remembered_shared)
+        import json
+
+        first: dict[str, str] = {}
+        followers = {}
+        for name, service in self.services.items():
+            if not service.image or service.build is None:
+                continue
+            key = json.dumps([service.image, service.build, service.extension], sort_keys=True, default=str)
+            if key in first:
+                followers[name] = first[key]
+            else:
+                first[key] = name
+        return followers
 
 
 def load_yaml(text: str) -> Any:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    """Parse a compose file or `compose config` output (ModelError when it is not YAML)."""
+    from composecache import yaml  # not on import: a remembered project reads no YAML
 
     try:
-        return YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        raise ModelError(f"not valid YAML: {exc}") from exc
-
-
-def load_config_output(text: str) -> Any:
-    """Parse `compose config` output: machine-written YAML, parsed with libyaml.
-
-    ruamel.yaml's pure-Python loader needs ~120 ms for a large project's
-    resolved model, libyaml (PyYAML's CSafeLoader) ~12 ms: this parse sits on
-    every build's critical path.  ruamel.yaml still reads hand-written files.
-    """
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(text, Loader=loader)
+        return yaml.load(text)
     except yaml.YAMLError as exc:
         raise ModelError(f"not valid YAML: {exc}") from exc
 
 
 def model_from_config_output(text: str) -> ProjectModel:
-    data = load_config_output(text)
+    data = load_yaml(text)
     if not isinstance(data, dict):
         raise ModelError("`compose config` printed no project")
     return _model(data, approximate=False)
@@ -111,12 +147,15 @@ def _model(data: dict[str, Any], *, approximate: bool) -> ProjectModel:
         elif build is not None and not isinstance(build, dict):
             build = None
         image = raw.get("image")
-        services[str(name)] = ServiceModel(
+        service = ServiceModel(
             name=str(name),
             build=dict(build) if build is not None else None,
             image=str(image) if image is not None else None,
             extension=raw.get(EXTENSION),
         )
+        if service.builds:  # checked here, once per `compose config`: a remembered project keeps the verdict
+            service.problems = extension_problems(service)
+        services[service.name] = service
     name = data.get("name")
     return ProjectModel(name=str(name) if name else None, services=services, approximate=approximate, raw=data)
 
@@ -128,11 +167,18 @@ class ServiceSettings:
     mode: str = "max"
 
 
+def extension_problems(service: ServiceModel) -> list[str]:
+    """The schema errors of the service's x-composecache, as `services.<name>.x-composecache.<path>: ...`."""
+    if service.extension is None:
+        return []
+    return schema.errors(service.extension, "x-composecache", prefix=f"services.{service.name}.{EXTENSION}")
+
+
 def service_settings(service: ServiceModel) -> tuple[ServiceSettings, list[str]]:
     """The service's x-composecache settings and the schema errors (errors: the defaults, cache off)."""
     if service.extension is None:
         return ServiceSettings(), []
-    problems = validation.errors(service.extension, "x-composecache", prefix=f"services.{service.name}.{EXTENSION}")
+    problems = service.problems if service.problems is not None else extension_problems(service)
     if problems:
         return ServiceSettings(enabled=False), problems
     value = service.extension

@@ -158,23 +158,20 @@ def _is_true(value: str | None) -> bool:
     return value is None or value.lower() not in {"false", "0", "f"}
 
 
+# Flags whose value is kept as is, and the BuildArgs field it goes to.
+_VALUE_FIELDS = {"--file": "dockerfile", "--target": "target", "--builder": "builder", "--iidfile": "iidfile",
+                 "--call": "call"}  # fmt: skip
+
+
 def _record(parsed: BuildArgs, tags: list[str], name: str, value: str | None) -> None:
-    if name == "--help":
+    if name in _VALUE_FIELDS:
+        setattr(parsed, _VALUE_FIELDS[name], value)
+    elif name == "--help":
         parsed.help = True
     elif name == "--tag" and value is not None:
         tags.append(value)
-    elif name == "--file":
-        parsed.dockerfile = value
-    elif name == "--target":
-        parsed.target = value
-    elif name == "--builder":
-        parsed.builder = value
-    elif name == "--iidfile":
-        parsed.iidfile = value
     elif name == "--output" or (name in {"--load", "--push"} and _is_true(value)):
         parsed.has_output = True
-    elif name == "--call":
-        parsed.call = value
     elif name == "--quiet":
         parsed.quiet = _is_true(value)
     elif name in {"--check", "--print"} and _is_true(value):

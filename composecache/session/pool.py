@@ -38,8 +38,9 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,64 +53,19 @@ from composecache.session.seeding import DaemonStore, Seeder
 from composecache.store import oci
 from composecache.store import pool as store_pool
 from composecache.store.layout import Layout
-from composecache.store.pool import PoolLayer, PoolLayout, PoolProblem
-from composecache.store.safefs import read_small_file
+from composecache.store.pool import UNCOMPRESSED, PoolLayer, PoolLayout, PoolProblem, layers_of_manifests
 
-UNCOMPRESSED = "containerd.io/uncompressed"
-CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+__all__ = ["UNCOMPRESSED", "Prepared", "Registrar", "layers_of_manifests", "prepare_daemon"]
+
 TEMP_KEY_PREFIX = "composecache-pool-"
 SNAPSHOT_DIR_RE = re.compile(r"/io\.containerd\.snapshotter\.v1\.overlayfs/snapshots/\d+/fs$")
 CTR_TIMEOUT_S = 60.0
+CTR_WORKERS = 4
 REF_LABEL_CONTENT = "containerd.io/gc.ref.content.composecache.pool."
 
 
 class PoolUnavailable(Exception):
     """The pool cannot be used for this build; the message says why."""
-
-
-def layers_of_manifests(layout: Layout, manifests: Sequence[str]) -> list[PoolLayer]:
-    """Every layer chain of the imported cache manifests, parents first, each once."""
-    found: dict[str, PoolLayer] = {}
-    for digest in manifests:
-        match = oci.DIGEST_RE.match(digest)
-        if match is None:
-            continue
-        try:
-            manifest = json.loads(read_small_file(layout.blob(match.group(1))))
-            refs, annotations, config = _manifest_parts(manifest)
-            if config is None:
-                continue
-            config_bytes = read_small_file(layout.blob(config.hex))
-            if oci.sha256_digest(config_bytes) != config.digest:
-                continue  # the import reports it; a wrong config names wrong chains
-            layers = store_pool.chains_from_cache_config(refs, annotations, config_bytes)
-        except (OSError, ValueError):
-            continue
-        for layer in layers:
-            found.setdefault(layer.chain_id, layer)
-    return list(found.values())
-
-
-def _manifest_parts(manifest: Any) -> tuple[list[oci.Descriptor], dict[str, str], oci.Descriptor | None]:
-    if not isinstance(manifest, dict):
-        raise oci.OciError("the cache manifest is not an object")
-    raw: Any = manifest.get("manifests") if "manifests" in manifest else manifest.get("layers", [])
-    if not isinstance(raw, list):
-        raise oci.OciError("the cache manifest has no descriptors")
-    refs: list[oci.Descriptor] = []
-    annotations: dict[str, str] = {}
-    config = None
-    for item in [*raw, *([manifest["config"]] if isinstance(manifest.get("config"), dict) else [])]:
-        descriptor = oci.parse_descriptor(item)
-        if descriptor.media_type == CACHE_CONFIG:
-            config = descriptor
-            continue
-        refs.append(descriptor)
-        notes = item.get("annotations") if isinstance(item, dict) else None
-        diff_id = notes.get(UNCOMPRESSED) if isinstance(notes, dict) else None
-        if isinstance(diff_id, str) and oci.DIGEST_RE.match(diff_id):
-            annotations[descriptor.digest] = diff_id
-    return refs, annotations, config
 
 
 @dataclass
@@ -121,6 +77,7 @@ class PoolReport:
     filled_bytes: int = 0
     fill_seconds: float = 0.0
     linked: int = 0
+    unfilled: int = 0  # missing from a pool this build may not fill (a read-only store)
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # layers that extract the normal way, and why
     repaired: list[str] = field(default_factory=list)
@@ -129,8 +86,9 @@ class PoolReport:
         filled = ""
         if self.filled:
             filled = f", filled {self.filled} ({self.filled_bytes / 1e6:.0f} MB) in {self.fill_seconds:.1f}s"
+        unfilled = f", {self.unfilled} not in the read-only pool" if self.unfilled else ""
         return (f"pool: {self.registered} of {self.layers} layers registered ({self.present} already there"
-                f"{filled}), {self.linked} blobs linked, in {self.seconds:.2f}s")  # fmt: skip
+                f"{filled}{unfilled}), {self.linked} blobs linked, in {self.seconds:.2f}s")  # fmt: skip
 
 
 class Registrar:
@@ -145,6 +103,9 @@ class Registrar:
         self.report = PoolReport()
         self.root: str | None = None
         self.committed: list[str] = []  # chainIDs this registration committed (ctr labels them gc.root)
+        self._lock = threading.Lock()  # the report and `committed`: written by worker threads
+        self._sound: set[str] = set()  # chainIDs whose entry was checked or filled by this registration
+        self._failed: set[str] = set()  # ... and those whose entry could not be used (said once)
         self.on_wait: Any = None
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
@@ -173,21 +134,39 @@ class Registrar:
         existing = self._snapshot_keys()
         self._pin(layers)
         cleanup.result()
-        usable: set[str] = set()  # chainIDs whose snapshot the daemon has now
-        blobs_linked: list[str] = []
+        # Entries first, parents before children (a fill reads its parents' trees); then the
+        # snapshots, one depth of the layer tree at a time (a child needs its parent committed),
+        # and the blobs, all in a few threads: each step is a ctr call of tens of milliseconds.
+        usable: set[str] = set()  # chainIDs whose snapshot the daemon has (or will have)
+        layers_by_chain = {layer.chain_id: layer for layer in layers}
+        depth: dict[str, int] = {}
+        to_register: list[PoolLayer] = []
         for layer in layers:
             if layer.parent is not None and layer.parent not in usable:
                 continue  # its parent could not be registered: the reason is reported once
+            depth[layer.chain_id] = depth.get(layer.parent or "", -1) + 1
             if layer.chain_id in existing:
                 self.report.present += 1
                 usable.add(layer.chain_id)
-            elif self._entry_ready(layer) and self._register_one(layer):
-                self.report.registered += 1
+            elif self._entries_ready(layer, layers_by_chain):
+                to_register.append(layer)
                 usable.add(layer.chain_id)
-            else:
-                continue
-            if self._link_blob(layer.blob):
-                blobs_linked.append(layer.blob.digest)
+        from concurrent.futures import ThreadPoolExecutor
+
+        registered: set[str] = set()
+        with ThreadPoolExecutor(max_workers=CTR_WORKERS) as workers:
+            links = [(layer, workers.submit(self._link_blob, layer.blob)) for layer in layers
+                     if layer.chain_id in usable]  # fmt: skip
+            for level in sorted({depth[layer.chain_id] for layer in to_register}):
+                done = existing | registered
+                batch = [layer for layer in to_register if depth[layer.chain_id] == level
+                         and (layer.parent is None or layer.parent in done)]  # fmt: skip
+                for layer, ok in zip(batch, workers.map(self._register_one, batch), strict=True):
+                    if ok:
+                        registered.add(layer.chain_id)
+            blobs_linked = [layer.blob.digest for layer, linked in links if linked.result()]
+        self.report.registered = len(registered)
+        usable = (usable - {c.chain_id for c in to_register}) | registered
         if self.fill:
             with contextlib.suppress(OSError):
                 store_pool.record_use(self.pool, store_pool.session_id(str(self.daemon.address)),
@@ -264,13 +243,17 @@ class Registrar:
                 return True
             self.report.problems.append(f"{layer.chain_id}: ctr snapshots commit: {_first_line(committed.stderr)}")
             return False
-        self.committed.append(layer.chain_id)
+        with self._lock:
+            self.committed.append(layer.chain_id)
         return True
 
     def _link_blob(self, blob: oci.Descriptor) -> bool:
         assert self.daemon.content_blobs is not None
         target = self.daemon.content_blobs / blob.hex
         source = Path(os.path.abspath(self.layout.blob(blob.hex)))
+        with contextlib.suppress(OSError):
+            if os.stat(target).st_size == blob.size:  # the daemon has it (it extracted the layer itself)
+                return False
         try:
             if os.lstat(source).st_size != blob.size:
                 return False
@@ -283,13 +266,36 @@ class Registrar:
                              f"composecache-pool-{blob.hex[:12]}", stdin_path=source)  # fmt: skip
         if ingested.returncode != 0 and "already exists" not in ingested.stderr:
             return False
-        self.report.linked += 1
+        with self._lock:
+            self.report.linked += 1
         return True
 
     # --- the pool side ---
 
+    def _entries_ready(self, layer: PoolLayer, layers_by_chain: Mapping[str, PoolLayer]) -> bool:
+        """The layer's entry and its ancestors' are sound (a fill reads its parents' trees).
+
+        An ancestor the daemon had already (BuildKit extracted it) may be missing from the pool:
+        it is filled too, once.
+        """
+        ancestors: list[PoolLayer] = []
+        parent = layers_by_chain.get(layer.parent or "")
+        while parent is not None and len(ancestors) < 1000:
+            ancestors.append(parent)
+            parent = layers_by_chain.get(parent.parent or "")
+        return all(self._entry_ready(item) for item in [*reversed(ancestors), layer])
+
     def _entry_ready(self, layer: PoolLayer) -> bool:
         """The layer's entry is sound (checked, or filled / repaired now)."""
+        if layer.chain_id in self._sound or layer.chain_id in self._failed:
+            return layer.chain_id in self._sound
+        if self._entry_checked_or_filled(layer):
+            self._sound.add(layer.chain_id)
+            return True
+        self._failed.add(layer.chain_id)
+        return False
+
+    def _entry_checked_or_filled(self, layer: PoolLayer) -> bool:
         try:
             store_pool.check_pool_dirs(self.pool)
             store_pool.check_entry(self.pool, layer)
@@ -304,8 +310,8 @@ class Registrar:
         if not self.fill:
             if problem.kind != store_pool.MISSING:
                 self.report.problems.append(f"pool entry {layer.chain_id} is {problem}")
-            else:
-                self.report.problems.append(f"{layer.chain_id} is not in the pool (read-only: not filled)")
+            else:  # nothing wrong: a read-only consumer of a pool no writer has filled yet
+                self.report.unfilled += 1
             return False
         if problem.kind != store_pool.MISSING:
             try:
@@ -342,8 +348,12 @@ class Registrar:
         too, or no image removal or prune would ever free the snapshot (and its symlink).
         """
         snapshots = ("snapshots", "--snapshotter", self.daemon.snapshotter)
-        for chain in self.committed:
-            self._ctr(*snapshots, "label", chain, f"{seeding.ROOT_LABEL}=")
+        if self.committed:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=CTR_WORKERS) as workers:
+                list(workers.map(lambda chain: self._ctr(*snapshots, "label", chain, f"{seeding.ROOT_LABEL}="),
+                                 self.committed))  # fmt: skip
         self.committed.clear()
         if self.root is not None:
             self._ctr("content", "rm", self.root)
@@ -420,17 +430,21 @@ def prepare_daemon(
     output: Output,
     *,
     fill: bool,
+    fall_back: Callable[[str], None] | None = None,
 ) -> Prepared | None:
     """Pool registration, then seeding for what the pool did not cover; None when neither ran.
 
     `fill`: the store is writable by this build (a read-only consumer never fills the pool).
+    `fall_back`: how the one line is said (default Output.fall_back; the build lifecycle's own
+    defers strict mode's failure until the build has run and cleaned up).
     Never raises for a pool problem: one line and the normal path.
     """
     prepared = Prepared()
     if layout is None or not manifests:
         pass
     elif isinstance(daemon, DaemonStore) and store_pool.enabled(env):
-        prepared.registrar = _register(layout, manifests, daemon, env, output, fill=fill)
+        prepared.registrar = _register(layout, manifests, daemon, env, output, fill=fill,
+                                       fall_back=fall_back or output.fall_back)  # fmt: skip
     elif isinstance(daemon, DaemonStore):
         output.debug(f"{store_pool.POOL_ENV}=0: not registering pooled layers")
     prepared.seeder = seeding.seed_imports(layout, manifests, daemon, env, output)
@@ -438,25 +452,25 @@ def prepare_daemon(
 
 
 def _register(layout: Layout, manifests: Sequence[str], daemon: DaemonStore, env: Mapping[str, str],
-              output: Output, *, fill: bool) -> Registrar | None:  # fmt: skip
+              output: Output, *, fill: bool, fall_back: Callable[[str], None]) -> Registrar | None:  # fmt: skip
     registrar = Registrar(daemon, layout, env, fill=fill)
     registrar.on_wait = output.info
     try:
         report = registrar.register(manifests)
     except PoolUnavailable as exc:
         registrar.release()
-        output.fall_back(f"the layer pool is off for this build ({exc}); layers extract the normal way")
+        fall_back(f"the layer pool is off for this build ({exc}); layers extract the normal way")
         return None
     except Exception as exc:  # an optimisation must never cost the build
         registrar.release()
-        output.fall_back(f"the layer pool failed ({exc!r}); layers extract the normal way")
+        fall_back(f"the layer pool failed ({exc!r}); layers extract the normal way")
         return None
     try:
         for line in report.repaired:
             output.warn(f"{line}: moved it to the pool's quarantine and filled it again from its blob")
         if report.problems:
             more = f" (+{len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-            output.fall_back(f"pool: {report.problems[0]}{more}; those layers extract the normal way")
+            fall_back(f"pool: {report.problems[0]}{more}; those layers extract the normal way")
     except BaseException:  # strict mode raises: nothing stays pinned
         registrar.release()
         raise

@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 from composecache import runner
-from composecache.errors import ComposecacheError
 from composecache.output import Output
 from composecache.store import oci, scopes
 from composecache.store.layout import Layout
@@ -231,11 +230,8 @@ class Seeder:
         self.report = SeedReport()
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
-        try:
-            return runner.capture(self.daemon.ctr_argv(*args), self.env, timeout=CTR_TIMEOUT_S,
-                                  stdin_text=stdin_text, stdin_path=stdin_path)  # fmt: skip
-        except ComposecacheError as exc:
-            return runner.Captured(127, "", str(exc))
+        return runner.safe_capture(self.daemon.ctr_argv(*args), self.env, CTR_TIMEOUT_S,
+                                   stdin_text=stdin_text, stdin_path=stdin_path)  # fmt: skip
 
     def _present(self, descriptor: oci.Descriptor) -> bool:
         if self.daemon.content_blobs is None:
@@ -393,9 +389,11 @@ def seed_imports(
     seeder = Seeder(daemon, layout, env)
     try:
         report = seeder.seed(manifests)
-    except Exception as exc:  # an optimisation must never cost the build
-        output.warn(f"seeding the daemon's content store failed ({exc!r}); importing the normal way")
+    except Exception as exc:  # a bug: an optimisation must never cost the build (strict mode raises it)
         seeder.release()
+        from composecache import crashlog  # the error path only
+
+        crashlog.fail_open(exc, output, "seeding the daemon's content store failed; importing the normal way")
         return None
     if report.problems:
         output.warn(f"seeding: {report.problems[0]}" + (f" (+{len(report.problems) - 1} more)"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from composecache.errors import ComposecacheError
-from composecache.runner import Background, Captured, capture
+from composecache.runner import Background, Captured, capture, safe_capture
 
 SHIM_MARKER = b"composecache-shim"
 VERSION_RE = re.compile(r"v?(\d+\.\d+(?:\.\d+)?)")
@@ -120,7 +120,7 @@ def compose_command(env: Mapping[str, str]) -> list[str]:
 class Version(tuple[int, int, int]):
     """A release number, major.minor[.patch], compared as numbers (what the tools print after `v`).
 
-    (packaging.version would do, but it costs ~4 ms to import on every build.)
+    Hand-written, not packaging.version: the tools print versions such as `2.24.0-desktop.1`, which PEP 440 rejects.
     """
 
     def __new__(cls, text: str) -> Version:
@@ -231,14 +231,6 @@ def probe_builder(
     inspect = Background(safe_capture, [*prefix, "buildx", "inspect", *([builder] if builder else [])], env)
     info = daemon_info(safe_capture([*prefix, "info", "--format", "{{json .}}"], env))
     return _parse_builder(inspect.result(), info), info
-
-
-def safe_capture(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> Captured:
-    """capture(), with "not found" and time-outs as exit code 127 instead of an exception."""
-    try:
-        return capture(argv, env, timeout=timeout)
-    except ComposecacheError as exc:
-        return Captured(127, "", str(exc))
 
 
 def buildx_available(env: Mapping[str, str]) -> bool:

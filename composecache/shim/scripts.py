@@ -12,6 +12,7 @@ reads `# real:` and the marker (`composecache-shim`, in the first 512 bytes).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,10 @@ class ShimScript:
 
 
 def quote(value: str) -> str:
+    """`value` quoted for sh; a newline would also break the shim's `# real:` header, so it is refused."""
     if "\n" in value or "\0" in value:
         raise ValueError(f"a path with a newline cannot go into a shim: {value!r}")
-    return "'" + value.replace("'", "'\\''") + "'"
+    return shlex.quote(value)
 
 
 def _disable_check(exec_line: str) -> str:

@@ -50,6 +50,8 @@ from composecache.store.locking import LockTimeout, acquire, probe
 from composecache.store.safefs import UnsafePath, atomic_write_bytes, read_small_file, remove_tree
 
 POOL_ENV = "COMPOSECACHE_POOL"
+UNCOMPRESSED = "containerd.io/uncompressed"
+CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 POOL_GRACE_S = 7 * 24 * 3600.0  # longer than a session lives: sessions refresh their record at each build
 ENTRY_FORMAT = "composecache-pool-entry"
 ENTRY_VERSION = 1
@@ -100,8 +102,9 @@ class PoolLayer:
         return self.chain_id.split(":", 1)[1]
 
 
-def chains_from_cache_config(manifest_refs: Sequence[oci.Descriptor], annotations: Mapping[str, str],
-                             config: bytes) -> list[PoolLayer]:  # fmt: skip
+def chains_from_cache_config(  # noqa: C901  (one walk of the config's parent links, every way it can be bad)
+    manifest_refs: Sequence[oci.Descriptor], annotations: Mapping[str, str], config: bytes
+) -> list[PoolLayer]:
     """Every layer chain a BuildKit cache config names (parents before children), each once.
 
     `annotations`: blob digest -> its `containerd.io/uncompressed` diffID (from the cache manifest).
@@ -152,6 +155,51 @@ def chains_from_cache_config(manifest_refs: Sequence[oci.Descriptor], annotation
         for item in reversed(chain):
             found[item.chain_id] = item
     return list(found.values())
+
+
+def layers_of_manifests(layout: Layout, manifests: Sequence[str]) -> list[PoolLayer]:
+    """Every layer chain of the imported cache manifests, parents first, each once."""
+    found: dict[str, PoolLayer] = {}
+    for digest in manifests:
+        match = oci.DIGEST_RE.match(digest)
+        if match is None:
+            continue
+        try:
+            manifest = json.loads(read_small_file(layout.blob(match.group(1))))
+            refs, annotations, config = _manifest_parts(manifest)
+            if config is None:
+                continue
+            config_bytes = read_small_file(layout.blob(config.hex))
+            if oci.sha256_digest(config_bytes) != config.digest:
+                continue  # the import reports it; a wrong config names wrong chains
+            layers = chains_from_cache_config(refs, annotations, config_bytes)
+        except (OSError, ValueError):
+            continue
+        for layer in layers:
+            found.setdefault(layer.chain_id, layer)
+    return list(found.values())
+
+
+def _manifest_parts(manifest: Any) -> tuple[list[oci.Descriptor], dict[str, str], oci.Descriptor | None]:
+    if not isinstance(manifest, dict):
+        raise oci.OciError("the cache manifest is not an object")
+    raw: Any = manifest.get("manifests") if "manifests" in manifest else manifest.get("layers", [])
+    if not isinstance(raw, list):
+        raise oci.OciError("the cache manifest has no descriptors")
+    refs: list[oci.Descriptor] = []
+    annotations: dict[str, str] = {}
+    config = None
+    for item in [*raw, *([manifest["config"]] if isinstance(manifest.get("config"), dict) else [])]:
+        descriptor = oci.parse_descriptor(item)
+        if descriptor.media_type == CACHE_CONFIG:
+            config = descriptor
+            continue
+        refs.append(descriptor)
+        notes = item.get("annotations") if isinstance(item, dict) else None
+        diff_id = notes.get(UNCOMPRESSED) if isinstance(notes, dict) else None
+        if isinstance(diff_id, str) and oci.DIGEST_RE.match(diff_id):
+            annotations[descriptor.digest] = diff_id
+    return refs, annotations, config
 
 
 # --- where things are ----------------------------------------------------------------------------
@@ -573,41 +621,9 @@ def collect_pool(layout: Layout, existing_blobs: set[str], *, now: float, pool_g
         return report
     records = use_records(layout, now, pool_grace_s)
     mounted = mounted_lower_dirs()
-    for listed in list_entries(layout):
-        path = pool.entries / listed.hex
-        tree = os.path.realpath(path / TREE)
-        in_use = f"sha256:{listed.hex}" in records.entries or tree in mounted
-        blob_alive = listed.info is not None and listed.info.blob in existing_blobs
-        if in_use:
-            report.entries_kept_in_use += 1
-            continue
-        if blob_alive:
-            continue
-        if _remove_via_trash(pool, path):
-            report.entries_removed += 1
-            report.bytes_removed += listed.info.bytes if listed.info is not None else 0
-    for name in _listdir(pool.staging):
-        match = STAGING_RE.match(name)
-        if match is None:
-            continue
-        with contextlib.suppress(OSError):
-            held = probe(pool.locks / f"{match.group(1)}.lock")
-            if held is not None:  # no one fills it: left by a killed composecache
-                try:
-                    remove_tree(pool.staging / name)
-                    report.staging_reclaimed += 1
-                finally:
-                    held.release()
-    for name in _listdir(pool.quarantine):
-        path = pool.quarantine / name
-        with contextlib.suppress(OSError):
-            if name.endswith(".reason"):
-                if not os.path.lexists(path.with_suffix("")):
-                    os.unlink(path)
-                continue
-            old = os.lstat(path).st_mtime < now - pool_grace_s
-            if old and os.path.realpath(path / TREE) not in mounted and _remove_via_trash(pool, path):
-                report.quarantine_removed += 1
+    _collect_entries(layout, pool, existing_blobs, records, mounted, report)
+    _collect_staging(pool, report)
+    _collect_quarantine(pool, mounted, now - pool_grace_s, report)
     for name in _listdir(pool.trash):  # a gc killed while deleting
         with contextlib.suppress(OSError):
             remove_tree(pool.trash / name)
@@ -616,6 +632,49 @@ def collect_pool(layout: Layout, existing_blobs: set[str], *, now: float, pool_g
             os.unlink(path)
             report.records_expired += 1
     return report
+
+
+def _collect_entries(layout: Layout, pool: PoolLayout, existing_blobs: set[str], records: UseRecords,
+                     mounted: set[str], report: PoolGcReport) -> None:  # fmt: skip
+    for listed in list_entries(layout):
+        path = pool.entries / listed.hex
+        if f"sha256:{listed.hex}" in records.entries or os.path.realpath(path / TREE) in mounted:
+            report.entries_kept_in_use += 1
+        elif listed.info is not None and listed.info.blob in existing_blobs:
+            continue  # the unpacked form of a blob the store keeps
+        elif _remove_via_trash(pool, path):
+            report.entries_removed += 1
+            report.bytes_removed += listed.info.bytes if listed.info is not None else 0
+
+
+def _collect_staging(pool: PoolLayout, report: PoolGcReport) -> None:
+    """Staging whose entry lock no one holds: left by a killed composecache."""
+    for name in _listdir(pool.staging):
+        match = STAGING_RE.match(name)
+        if match is None:
+            continue
+        with contextlib.suppress(OSError):
+            held = probe(pool.locks / f"{match.group(1)}.lock")
+            if held is None:
+                continue  # a fill in progress
+            try:
+                remove_tree(pool.staging / name)
+                report.staging_reclaimed += 1
+            finally:
+                held.release()
+
+
+def _collect_quarantine(pool: PoolLayout, mounted: set[str], cutoff: float, report: PoolGcReport) -> None:
+    for name in _listdir(pool.quarantine):
+        path = pool.quarantine / name
+        with contextlib.suppress(OSError):
+            if name.endswith(".reason"):
+                if not os.path.lexists(path.with_suffix("")):
+                    os.unlink(path)
+                continue
+            old = os.lstat(path).st_mtime < cutoff
+            if old and os.path.realpath(path / TREE) not in mounted and _remove_via_trash(pool, path):
+                report.quarantine_removed += 1
 
 
 def _listdir(path: Path) -> list[str]:
@@ -660,3 +719,52 @@ def verify_pool(layout: Layout, *, deep: bool, quarantine: bool) -> tuple[list[P
             with contextlib.suppress(OSError, PoolProblem):
                 quarantine_entry(pool, entry.hex, str(problem))
     return issues, len(listed)
+
+
+# --- filling ahead of time (`composecache cache fill`) -----------------------------------------------
+
+
+@dataclass
+class FillReport:
+    layers: int = 0
+    present: int = 0
+    filled: int = 0
+    bytes: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    refused: list[str] = field(default_factory=list)
+
+
+def fill_scopes(layout: Layout, manifests: Sequence[str], on_wait: Any = None) -> FillReport:
+    """Fill the pool with every layer chain of `manifests` (parents first); what could not be, and why."""
+    started = time.monotonic()
+    report = FillReport()
+    layers = layers_of_manifests(layout, manifests)
+    report.layers = len(layers)
+    pool = PoolLayout(layout)
+    failed: set[str] = set()
+    for layer in layers:
+        if layer.parent in failed:
+            failed.add(layer.chain_id)
+            continue
+        try:
+            check_pool_dirs(pool)
+            check_entry(pool, layer)
+            report.present += 1
+            continue
+        except PoolProblem as problem:
+            if problem.kind != MISSING:
+                quarantine_entry(pool, layer.hex, str(problem))
+        except FileNotFoundError:
+            pass
+        try:
+            info = fill_entry(layout, layer, on_wait=on_wait)
+        except (FillRefused, OSError, PoolProblem) as exc:
+            failed.add(layer.chain_id)
+            report.refused.append(f"{layer.chain_id}: {exc}")
+            continue
+        report.filled += 1
+        report.bytes += info.bytes
+        report.files += info.members
+    report.seconds = time.monotonic() - started
+    return report

@@ -19,7 +19,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,18 @@ from typing import Any
 from tests.e2e import harness
 
 FIXTURE = "faults"
-SCOPE = "faults/app"  # the `app` service of fixtures/faults copied to a directory named `faults`
+
+
+def no_git_scope(directory: str, service: str, context: str) -> str:
+    """The scope of a service of a project that is no git checkout: the directory's name, a digest of
+    where the build sits in the project (compose/scopes.py), the service."""
+    from composecache.compose.project import ServiceModel
+
+    build = {"context": f"/p/{directory}/{context}", "dockerfile": "Dockerfile"}  # as `compose config` prints it
+    return f"{directory}-{ServiceModel(service, build, None).shape_digest(Path('/p', directory))}/{service}"
+
+
+SCOPE = no_git_scope("faults", "app", "app")  # the `app` service of fixtures/faults copied to `faults`
 
 
 @dataclass
@@ -58,24 +69,26 @@ class Lab:
         return env
 
     def cc(self, session: harness.Session, *args: str, cwd: Path | None = None, cache_dir: Path | None = None,
-           check: bool = False, timeout: float = 300, **extra: str) -> harness.Result:  # fmt: skip
-        """`composecache ARGS...` in the project directory (exit code unchecked unless check)."""
+           check: bool = False, timeout: float = 300, env: Mapping[str, str] | None = None,
+           **extra: str) -> harness.Result:  # fmt: skip
+        """`composecache ARGS...` in the project directory (exit code unchecked unless check); env and extra: more
+        environment."""
         return harness.composecache(session, *args, cwd=cwd or self.project(), check=check, timeout=timeout,
-                                    extra_env=self.env(cache_dir, **extra))  # fmt: skip
+                                    extra_env=self.env(cache_dir, **{**(env or {}), **extra}))  # fmt: skip
 
-    def plain(self, session: harness.Session, *args: str, cwd: Path | None = None, **extra: str) -> harness.Result:
+    def plain(self, session: harness.Session, *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+              **extra: str) -> harness.Result:  # fmt: skip
         """`docker compose ARGS...` as the user would run it without composecache."""
         return harness.docker(session, "compose", *args, cwd=cwd or self.project(), check=False,
-                              extra_env={"TMPDIR": str(self.tmpdir), **extra})  # fmt: skip
+                              extra_env={"TMPDIR": str(self.tmpdir), **(env or {}), **extra})  # fmt: skip
 
-    def cache(
-        self, session: harness.Session, *args: str, cache_dir: Path | None = None, **extra: str
-    ) -> harness.Result:
-        return self.cc(session, "cache", *args, cwd=self.tmp, cache_dir=cache_dir, **extra)
+    def cache(self, session: harness.Session, *args: str, cache_dir: Path | None = None,
+              env: Mapping[str, str] | None = None) -> harness.Result:  # fmt: skip
+        return self.cc(session, "cache", *args, cwd=self.tmp, cache_dir=cache_dir, env=env)
 
     def verify(self, session: harness.Session, *, deep: bool = False, cache_dir: Path | None = None,
-               **extra: str) -> tuple[int, dict[str, Any]]:  # fmt: skip
-        result = self.cache(session, "verify", "--json", *(["--deep"] if deep else []), cache_dir=cache_dir, **extra)
+               env: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
+        result = self.cache(session, "verify", "--json", *(["--deep"] if deep else []), cache_dir=cache_dir, env=env)
         assert result.returncode in {0, 1}, result.output
         return result.returncode, json.loads(result.stdout)
 

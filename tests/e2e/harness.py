@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -24,6 +25,15 @@ make_rootfs_tar = sandboxlib.make_rootfs_tar
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+def missing(what: str, fix: str) -> NoReturn:
+    """Something a test needs is not on this machine: a failure with CI=true, else a skip that says how to get it."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"CI=true and {what}: {fix}")
+    pytest.skip(f"{what} ({fix})")
 
 
 copy_fixture = sandboxlib.copy_fixture
@@ -92,11 +102,7 @@ class Sessions:
         try:
             session = sandboxlib.start(name, leg=leg, classic_store=classic_store)
         except sandboxlib.SandboxError as exc:
-            import pytest
-
-            if in_ci():
-                pytest.fail(f"CI=true and the engine cannot start: {exc}")
-            pytest.skip(f"no Docker engine here ({exc}); run scripts/install-toolchain --leg {leg}")
+            missing(f"the engine cannot start ({exc})", f"run scripts/install-toolchain --leg {leg}")
         self.started.append(session)
         return session
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import sandboxlib  # scripts/ (on sys.path through tests/e2e/harness.py, which conftest.py imports first)
 
 from tests.e2e import harness
 
@@ -52,10 +53,10 @@ def test_three_sessions_of_two_legs_run_side_by_side(
     states = [s.state for s in started]
     sessions.stop_all()
     for pid, state in zip(pids, states, strict=True):
-        assert pid is not None and not harness.sandboxlib._alive(pid)
+        assert pid is not None and not sandboxlib._alive(pid)
         assert not state.exists()
-        assert harness.sandboxlib._processes_under(state) == []
-        assert harness.sandboxlib._mounts_under(state) == []
+        assert sandboxlib._processes_under(state) == []
+        assert sandboxlib._mounts_under(state) == []
 
 
 def test_local_cache_exported_by_one_session_is_fully_cached_in_another(
@@ -96,7 +97,6 @@ def test_classic_store_session_cannot_export_a_local_cache(
 
 def test_an_interrupted_start_leaves_no_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ctrl-C (or a test's time-out) while a session is starting stops its dockerd and removes its state."""
-    sandboxlib = harness.sandboxlib
     started: list[int] = []
 
     def interrupted(session: harness.Session) -> bool:

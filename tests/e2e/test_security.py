@@ -49,6 +49,9 @@ from tests.e2e.faultkit import (
     warnings,
 )
 
+# Attacks: these tests check the fail-open path itself (one warning, then a normal build).
+pytestmark = pytest.mark.fail_open
+
 PLAIN = ("--progress", "plain")
 
 
@@ -139,7 +142,7 @@ def test_hostile_names_never_reach_outside_the_cache_root(strategy: str, lab: La
     plain = lab.plain(shared, *project_for_run("plain"), "build")
     assert plain.returncode == 0, plain.output
     for run, extra in enumerate(({}, env)):  # scopes from the git remote and branch, then the prefix and namespace
-        wrapped = lab.cc(shared, "--strategy", strategy, *project_for_run(f"{strategy}{run}"), "build", **extra)
+        wrapped = lab.cc(shared, "--strategy", strategy, *project_for_run(f"{strategy}{run}"), "build", env=extra)
         assert wrapped.returncode == plain.returncode, wrapped.output
         assert warnings(wrapped) == [], wrapped.stderr
         exported = [line for line in summary(wrapped).values() if line.endswith("; exported")]
@@ -149,9 +152,9 @@ def test_hostile_names_never_reach_outside_the_cache_root(strategy: str, lab: La
     # the same with `docker build -t <hostile tag>`: docker refuses the tag, composecache changes nothing
     for tag in ("a/../../../x", f"localhost:5000/../{outside.name}:1", "x" * 300):
         plain_tag = harness.docker(shared, "build", "--network", "none", "-t", tag, str(project / "app"), check=False)
-        wrapped_tag = lab.cc(shared, "docker", "build", "--network", "none", "-t", tag, str(project / "app"), **env)
+        wrapped_tag = lab.cc(shared, "docker", "build", "--network", "none", "-t", tag, str(project / "app"), env=env)
         assert wrapped_tag.returncode == plain_tag.returncode, wrapped_tag.output
-    ls = lab.cache(shared, "ls", **env)
+    ls = lab.cache(shared, "ls", env=env)
     assert ls.returncode == 0, ls.output
 
     assert _outside_state(lab.tmp, *may_change) == before, "something was written outside"
@@ -201,7 +204,7 @@ def _plant(cache_dir: Path, outside: Path, kind: str) -> Path:
     if kind == "blob-file":
         _, manifest = manifest_of(scope_dir)
         largest = max(layer_descriptors(manifest), key=lambda d: d["size"])
-        link = root / "blobs" / "sha256" / largest["digest"].split(":")[1]
+        link = root / "blobs" / "sha256" / str(largest["digest"]).split(":")[1]
     else:
         link = where[kind]
     target = outside / PLANTS[kind]
@@ -427,13 +430,13 @@ def test_read_only_consumers_import_but_cannot_change_the_store(
 
     def consume() -> list[harness.Result]:
         return [
-            lab.cc(session, *flags, "-p", "ro", *PLAIN, "build", "app", **env),
+            lab.cc(session, *flags, "-p", "ro", *PLAIN, "build", "app", env=env),
             lab.cc(
-                session, *flags, "docker", "build", "--network", "none", "-t", "ro", str(lab.project() / "app"), **env
+                session, *flags, "docker", "build", "--network", "none", "-t", "ro", str(lab.project() / "app"), env=env
             ),
-            lab.cc(session, *flags, "cache", "gc", "--grace", "0", cwd=lab.tmp, **env),
-            lab.cc(session, *flags, "cache", "prune", SCOPE, cwd=lab.tmp, **env),
-            lab.cc(session, *flags, "cache", "verify", "--deep", cwd=lab.tmp, **env),
+            lab.cc(session, *flags, "cache", "gc", "--grace", "0", cwd=lab.tmp, env=env),
+            lab.cc(session, *flags, "cache", "prune", SCOPE, cwd=lab.tmp, env=env),
+            lab.cc(session, *flags, "cache", "verify", "--deep", cwd=lab.tmp, env=env),
         ]
 
     if how == "read-only-mount":
@@ -479,8 +482,8 @@ def test_namespaces_share_no_writable_state_and_never_import_each_other(lab: Lab
     again = lab.cc(sessions.start(), "-p", "a2", *PLAIN, "build", "app", COMPOSECACHE_NAMESPACE="team-a")
     harness.assert_all_run_steps_cached(again.output, at_least=2)
     assert (
-        json.loads(lab.cache(sessions.started[0], "stats", "--json", COMPOSECACHE_NAMESPACE="team-b").stdout)["scopes"][
-            0
-        ]["name"]
+        json.loads(lab.cache(sessions.started[0], "stats", "--json", env={"COMPOSECACHE_NAMESPACE": "team-b"}).stdout)[
+            "scopes"
+        ][0]["name"]
         == SCOPE
     )

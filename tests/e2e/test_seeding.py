@@ -1,5 +1,7 @@
 """Seeding the session daemon's content store (composecache/session/seeding.py) against real daemons.
 
+With COMPOSECACHE_POOL=0: the layer pool links blobs itself; seeding is what remains without it.
+
 A fresh session imports a cache whose layers composecache copied into its
 daemon beforehand: every step is CACHED, no layer comes through the build
 session, the image is the same, and nothing of composecache's stays pinned
@@ -43,9 +45,11 @@ def _project(tmp_path: Path, rootfs_tar: Path) -> Path:
     return project
 
 
-def _up(session: harness.Session, cache_dir: Path, project: Path, name: str, **extra: str) -> harness.Result:
-    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", **extra}
-    return harness.composecache(session, "-v", "-p", name, "--progress", "plain", "up", "--build", "-d",
+def _up(session: harness.Session, cache_dir: Path, project: Path, name: str, *own: str, **extra: str) -> harness.Result:
+    # The layer pool links the blobs itself (tests/e2e/test_pool.py): these tests are about seeding alone,
+    # the path the pool falls back to.
+    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", "COMPOSECACHE_POOL": "0", **extra}
+    return harness.composecache(session, "-v", *own, "-p", name, "--progress", "plain", "up", "--build", "-d",
                                 cwd=project, extra_env=env)  # fmt: skip
 
 
@@ -87,7 +91,7 @@ def test_seeded_new_session_imports_without_the_build_session(
 
 def test_docker_build_seeds_too(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
     project = _project(tmp_path, rootfs_tar)
-    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": ""}
+    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", "COMPOSECACHE_POOL": "0"}
     build = ("-v", "docker", "build", "--progress", "plain", "--network", "none", "-t", "seedimg", ".")
     a = sessions.start("stable")
     harness.composecache(a, *build, cwd=project, extra_env=env)
@@ -99,4 +103,21 @@ def test_docker_build_seeds_too(sessions: harness.Sessions, tmp_path: Path, root
     assert re.search(r"debug: seeded [1-9]\d* of \d+ layer blobs", seeded.stderr), seeded.stderr
     assert not SESSION_TRANSFER.search(seeded.output), seeded.output
     assert harness.docker(b, "run", "--rm", "--network", "none", "seedimg", "cat", "/big.sha").stdout == expected
+    assert _pinned_by_composecache(b) == []
+
+
+def test_bake_seeds_too(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
+    """`--strategy bake` goes through the same build lifecycle: the new session's daemon is seeded first."""
+    project = _project(tmp_path, rootfs_tar)
+    a = sessions.start("stable")
+    _up(a, cache_dir, project, "a", "--strategy", "bake")
+    expected = _checksum(a, "a")
+
+    b = sessions.start("stable")
+    seeded = _up(b, cache_dir, project, "b", "--strategy", "bake")
+    harness.assert_all_run_steps_cached(seeded.output, at_least=2)
+    assert re.search(r"debug: seeded [1-9]\d* of \d+ layer blobs", seeded.stderr), seeded.stderr
+    assert "warning" not in seeded.stderr, seeded.stderr
+    assert not SESSION_TRANSFER.search(seeded.output), seeded.output
+    assert _checksum(b, "b") == expected
     assert _pinned_by_composecache(b) == []

@@ -52,13 +52,12 @@ def test_compose_through_the_shims_is_fully_cached_in_a_fresh_session(
 
 
 @pytest.mark.parametrize("leg", ["stable", "latest"])
+@pytest.mark.fail_open  # Compose v1 cannot use the cache itself: one line, then its builds reach the docker shim
 def test_compose_v1_builds_reach_the_cache_through_the_docker_shim(
     leg: str, sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
 ) -> None:
     if not COMPOSE_V1.exists():
-        if harness.in_ci():
-            pytest.fail("CI=true and Compose v1 is missing: apt-get install docker-compose (bookworm)")
-        pytest.skip("Compose v1 is not installed (apt-get install docker-compose)")
+        harness.missing("Compose v1 is not installed", "apt-get install docker-compose (bookworm)")
     a = shimmed(sessions.start(leg), tmp_path, cache_dir)
     b = shimmed(sessions.start(leg), tmp_path, cache_dir)
     source_a = scenario_copy("shimstack", tmp_path / "a" / "v1", rootfs_tar, "compose-v1")

@@ -26,7 +26,7 @@ from tests.unit.store_fakes import tree_snapshot
 def read_only_view(cache_dir: Path, tmp_path: Path) -> Iterator[Path]:
     """cache_dir bind-mounted read-only at another path (as a sandbox mounts it into a session)."""
     if shutil.which("mount") is None:
-        pytest.skip("mount(8) is missing")
+        harness.missing("mount(8) is missing", "apt-get install mount")
     view = tmp_path / "ro-cache"
     view.mkdir()
     subprocess.run(["mount", "--bind", str(cache_dir), str(view)], check=True)

@@ -10,7 +10,9 @@ import pytest
 
 from composecache import cached_build
 from composecache.cached_build import BuildTool, CachedBuild, CacheRequest
+from composecache.errors import StrictFallback
 from composecache.output import Output
+from composecache.session import seeding
 from composecache.settings import Settings
 from composecache.store import Store
 from composecache.store.layout import Layout
@@ -58,7 +60,7 @@ def seeded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], object]]:
         calls.append((list(manifests), daemon))
         return Released()
 
-    monkeypatch.setattr(cached_build.seeding, "seed_imports", seed_imports)
+    monkeypatch.setattr(seeding, "seed_imports", seed_imports)
     return calls
 
 
@@ -134,3 +136,27 @@ def test_an_unusable_store_still_runs_the_tool_unseeded(tmp_path: Path, seeded: 
     status, out = _run(tmp_path, tool)
     assert (status, tool.runs, seeded) == (0, [([], [])], [])
     assert "cache unavailable" in out
+
+
+def test_a_cache_problem_is_one_line_and_a_normal_build(
+    tmp_path: Path, seeded: list[tuple[list[str], object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    tool = RecordingTool()
+    status, out = _run(tmp_path, tool)
+    assert status == 0 and len(tool.runs) == 1
+    assert tool.runs[0] == ([], [])  # built without the cache
+    (line,) = [line for line in out.splitlines() if "warning" in line]
+    assert "cache unavailable" in line and "building without it" in line
+
+
+def test_strict_mode_builds_cleans_up_then_fails_the_run(
+    tmp_path: Path, seeded: list[tuple[list[str], object]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    tool = RecordingTool()
+    with pytest.raises(StrictFallback, match="strict mode: cache unavailable"):
+        _run(tmp_path, tool)
+    assert len(tool.runs) == 1  # the user's build still ran once

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from composecache import yaml
 from composecache.compose import project
 
 CONFIG_OUTPUT = """\
@@ -28,8 +29,10 @@ services:
 """
 
 
-def test_libyaml_and_ruamel_read_compose_config_output_alike() -> None:
-    assert project.load_config_output(CONFIG_OUTPUT) == project.load_yaml(CONFIG_OUTPUT)
+def test_yaml_booleans_are_yaml_1_2_s_as_compose_reads_them() -> None:
+    assert yaml.load("a: on\nb: yes\nc: off\nd: true\ne: False\n") == {"a": "on", "b": "yes", "c": "off",
+                                                                       "d": True, "e": False}  # fmt: skip
+    assert yaml.load(yaml.dump({"scope": "on", "n": [1, "no"]})) == {"scope": "on", "n": [1, "no"]}
 
 
 def test_model_from_config_output() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from composecache.compose import versions
 from composecache.session import toolchain
-from composecache.session.toolchain import Builder
+from composecache.session.toolchain import Builder, Version
 
 CONTAINERD = Builder(driver="docker", containerd_store=True)
 CLASSIC = Builder(driver="docker", containerd_store=False)
@@ -53,13 +53,13 @@ def test_matrix(tmp_path: Path, reported: str, strategy: str, export: bool, env:
 
 
 def test_classic_store_gives_import_only_with_a_hint() -> None:
-    plan = versions.plan_for(versions.Version("2.40.3"), CLASSIC)
+    plan = versions.plan_for(Version("2.40.3"), CLASSIC)
     assert plan.strategy == "override" and not plan.export
     assert any("containerd-snapshotter" in hint for hint in plan.doctor_hints)
 
 
 def test_bake_requested_keeps_compose_bake() -> None:
-    plan = versions.plan_for(versions.Version("2.33.0"), CONTAINERD, requested="bake")
+    plan = versions.plan_for(Version("2.33.0"), CONTAINERD, requested="bake")
     assert plan.strategy == "bake" and "COMPOSE_BAKE" not in plan.env
 
 

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import pytest
 
-from composecache import cached_build
+from composecache import cached_build, runner
 from composecache.cached_build import CacheRequest, CacheSlot
 from composecache.docker import build as docker_build
 from composecache.docker import cmdline as docker_args
@@ -19,6 +19,7 @@ from composecache.docker import compose_v1
 from composecache.docker import scope as docker_scope
 from composecache.docker.cmdline import BUILDX_BUILD, COMPOSE, OTHER, PLAIN_BUILD
 from composecache.output import Output
+from composecache.session import toolchain
 from composecache.session.toolchain import Builder
 from composecache.settings import Settings
 
@@ -384,6 +385,9 @@ class _FakeCachedBuild:
     def finish(self, *, summary: bool = True) -> None:
         self.finished = True
 
+    def raise_if_strict(self) -> None:
+        pass
+
     def summary_lines(self) -> list[str]:
         return [f"{key}: fake summary" for key in self.slots]
 
@@ -393,8 +397,8 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, objec
     seen: dict[str, object] = {}
     _FakeCachedBuild.instances = []
     monkeypatch.setattr(cached_build, "CachedBuild", _FakeCachedBuild)
-    monkeypatch.setattr(docker_build.toolchain, "real_docker", lambda env: Path("/real/docker"))
-    monkeypatch.setattr(docker_build.toolchain, "buildx_available", lambda env: seen.get("buildx", True))
+    monkeypatch.setattr(toolchain, "real_docker", lambda env: Path("/real/docker"))
+    monkeypatch.setattr(toolchain, "buildx_available", lambda env: seen.get("buildx", True))
 
     def probe(docker: Path, env: object, global_args: object = (), builder: object = None) -> tuple[Builder, None]:
         seen["probe"] = (global_args, builder)
@@ -407,10 +411,10 @@ def fake_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, objec
     def exec_replace(argv: list[str], env: object) -> None:
         seen["exec"] = argv
 
-    monkeypatch.setattr(docker_build.toolchain, "probe_builder", probe)
-    monkeypatch.setattr(docker_build.runner, "run_foreground", run_foreground)
-    monkeypatch.setattr(docker_build.runner, "exec_replace", exec_replace)
-    monkeypatch.setattr(docker_build.compose_v1, "service_of", lambda build, env, cwd: None)
+    monkeypatch.setattr(toolchain, "probe_builder", probe)
+    monkeypatch.setattr(runner, "run_foreground", run_foreground)
+    monkeypatch.setattr(runner, "exec_replace", exec_replace)
+    monkeypatch.setattr(compose_v1, "service_of", lambda build, env, cwd: None)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
     return seen
@@ -511,7 +515,6 @@ def test_dry_run_prints_the_command_and_runs_nothing(fake_run: dict[str, object]
 @pytest.fixture
 def compose_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, object]:
     from composecache.compose import frontend
-    from composecache.docker import compose_passthrough as docker_compose
 
     seen: dict[str, object] = {}
 
@@ -523,8 +526,8 @@ def compose_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, 
         seen["exec"] = (argv, env)
 
     monkeypatch.setattr(frontend, "run", run)
-    monkeypatch.setattr(docker_compose.runner, "exec_replace", exec_replace)
-    monkeypatch.setattr(docker_compose.toolchain, "real_docker", lambda env: Path("/real/docker"))
+    monkeypatch.setattr(runner, "exec_replace", exec_replace)
+    monkeypatch.setattr(toolchain, "real_docker", lambda env: Path("/real/docker"))
     plugins = tmp_path / "config" / "cli-plugins"
     plugins.mkdir(parents=True)
     (plugins / "docker-compose").write_text("#!/bin/sh\n")
@@ -544,7 +547,7 @@ def test_compose_global_options_become_environment(compose_calls: dict[str, obje
     env = {"DOCKER_CONFIG": str(compose_calls["config"]), "DOCKER_HOST": "unix:///old",
            "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND": "/usr/bin/docker", "COMPOSECACHE_SHIM": "plugin"}  # fmt: skip
     _compose(["--context", "remote", "compose", "-p", "x", "up", "--build"], env)
-    args, child_env = compose_calls["frontend"]  # type: ignore[misc]
+    args, child_env = cast(tuple[list[str], dict[str, str]], compose_calls["frontend"])
     assert args == ["-p", "x", "up", "--build"]
     assert child_env["DOCKER_CONTEXT"] == "remote"
     assert "DOCKER_HOST" not in child_env
@@ -557,7 +560,7 @@ def test_compose_with_an_option_without_environment_runs_unchanged(
 ) -> None:
     env = {"DOCKER_CONFIG": str(compose_calls["config"])}
     _compose(["-D", "compose", "up"], env)
-    argv, child_env = compose_calls["exec"]  # type: ignore[misc]
+    argv, child_env = cast(tuple[list[str], dict[str, str]], compose_calls["exec"])
     assert argv == ["/real/docker", "-D", "compose", "up"]
     assert child_env["COMPOSECACHE_DISABLE"] == "1"  # the plugin shim must not bring it back
     assert len(capsys.readouterr().err.splitlines()) == 1
@@ -567,7 +570,7 @@ def test_compose_from_the_plugin_shim_passes_through_to_the_real_plugin(compose_
     env = {"COMPOSECACHE_SHIM": "plugin", "COMPOSECACHE_REAL_COMPOSE": "/real/plugin",
            "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND": "/usr/bin/docker"}  # fmt: skip
     _compose(["-l", "debug", "compose", "up"], env)
-    argv, child_env = compose_calls["exec"]  # type: ignore[misc]
+    argv, child_env = cast(tuple[list[str], dict[str, str]], compose_calls["exec"])
     assert argv == ["/real/plugin", "-l", "debug", "compose", "up"]
     assert child_env == env
 
@@ -575,11 +578,10 @@ def test_compose_from_the_plugin_shim_passes_through_to_the_real_plugin(compose_
 def test_compose_without_a_compose_plugin_is_left_to_docker(
     compose_calls: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from composecache.docker import compose_passthrough as docker_compose
 
-    monkeypatch.setattr(docker_compose.toolchain, "find_plugin", lambda name, env: None)
+    monkeypatch.setattr(toolchain, "find_plugin", lambda name, env: None)
     _compose(["compose", "build"], {"DOCKER_CONFIG": str(tmp_path / "empty"), "HOME": str(tmp_path)})
-    argv, _ = compose_calls["exec"]  # type: ignore[misc]
+    argv, _ = cast(tuple[list[str], dict[str, str]], compose_calls["exec"])
     assert argv == ["/real/docker", "compose", "build"]
 
 
@@ -592,7 +594,7 @@ def test_config_option_moves_the_plugin_directory_for_the_buildx_check(
         seen_configs.append(env.get("DOCKER_CONFIG"))
         return True
 
-    monkeypatch.setattr(docker_build.toolchain, "buildx_available", buildx_available)
+    monkeypatch.setattr(toolchain, "buildx_available", buildx_available)
     docker_build.main(["-D", "--config", "/cfg", "build", "."], _settings(tmp_path), Output())
     docker_build.main(["--config=/cfg2", "build", "."], _settings(tmp_path), Output())
     assert seen_configs == ["/cfg", "/cfg2"]

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,8 +24,10 @@ from tests.unit.store_fakes import CACHECONFIG, INDEX, descriptor_json, write_bl
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="registration needs root")
 
 FAKE_CTR = r"""#!{python}
-import json, os, sys
+import fcntl, json, os, sys
 state_path = os.environ["FAKE_CTR_STATE"]
+lock = open(state_path + ".lock", "a")
+fcntl.flock(lock, fcntl.LOCK_EX)  # composecache calls ctr from several threads; containerd serialises too
 root = os.environ["FAKE_SNAPSHOTTER_ROOT"]
 args = sys.argv[1:]
 words = [a for a in args[4:] if a not in ("--snapshotter", "overlayfs", "--mounts")]
@@ -87,7 +90,7 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonSto
                                content_blobs=blobs, snapshotter="overlayfs")  # fmt: skip
 
 
-def ctr_state(tmp_path: Path) -> dict[str, object]:
+def ctr_state(tmp_path: Path) -> Any:
     return json.loads((tmp_path / "ctr.json").read_text())
 
 
@@ -142,7 +145,8 @@ def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
         snap = snaps[layer.chain_id]
         assert snap["parent"] == layer.parent and snap["kind"] == "Committed"
         assert os.readlink(snap["fs"]) == str(pool.tree(layer.hex))
-        link = daemon.content_blobs / layer.blob.hex  # type: ignore[operator]
+        assert daemon.content_blobs is not None
+        link = daemon.content_blobs / layer.blob.hex
         assert os.readlink(link) == str(store.layout.blob(layer.blob.hex))
     records = store_pool.use_records(store.layout, 1e12 - 1, 1e12)
     assert records.entries == {layer.chain_id for layer in layers}
@@ -166,8 +170,8 @@ def test_a_read_only_consumer_never_fills(tmp_path: Path, daemon: seeding.Daemon
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=False)
     assert prepared is not None
     assert not os.path.exists(PoolLayout(store.layout).root)
-    lines = [line for line in stream.getvalue().splitlines() if "warning" in line]
-    assert len(lines) == 1 and "read-only: not filled" in lines[0], stream.getvalue()
+    assert "warning" not in stream.getvalue()  # an unfilled pool is no fault: the layers extract as before
+    assert "0 of 3 layers registered (0 already there, 1 not in the read-only pool)" in stream.getvalue()
     prepared.release()
 
 
@@ -231,3 +235,79 @@ def test_the_new_snapshot_directory_is_read_from_ctr_mounts() -> None:
     for bad in ("not json", "[]", json.dumps([{"Type": "bind", "Source": "/etc"}]),
                 json.dumps([{"Type": "bind", "Source": native}])):  # fmt: skip
         assert session_pool._snapshot_fs_dir(bad) is None
+
+
+@root_only
+def test_what_a_killed_registration_left_is_removed_by_the_next_one(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    dead_pid = 2**22 + 1  # above pid_max's default: no such process
+    state = {"snapshots": {f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c": {"parent": None, "kind": "Active",
+                                                                               "fs": "/nowhere", "labels": {}},
+                           f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f": {"parent": None, "kind": "Active",
+                                                                                  "fs": "/nowhere", "labels": {}}},
+             "calls": []}  # fmt: skip
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    output, stream = _output()
+    prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert prepared is not None
+    prepared.release()
+    keys = set(ctr_state(tmp_path)["snapshots"])
+    assert f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c" not in keys  # its owner is gone
+    assert f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f" in keys  # a live registration's: left alone
+    assert "warning" not in stream.getvalue()
+
+
+@root_only
+def test_a_layer_the_daemon_extracted_itself_is_filled_when_a_child_needs_it(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    base = session_pool.layers_of_manifests(store.layout, [manifest])[0]
+    state = {"snapshots": {base.chain_id: {"parent": None, "kind": "Committed", "fs": "/x", "labels": {}}}, "calls": []}
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    output, stream = _output()
+    prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert prepared is not None and prepared.registrar is not None
+    report = prepared.registrar.report
+    assert (report.present, report.registered, report.filled) == (1, 2, 3), stream.getvalue()
+    assert "warning" not in stream.getvalue()
+    assert ctr_state(tmp_path)["snapshots"][base.chain_id]["fs"] == "/x"  # left as it was
+    prepared.release()
+
+
+def test_not_root_is_one_line_and_the_normal_path(
+    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    output, stream = _output()
+    session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    warnings = [line for line in stream.getvalue().splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "needs root" in warnings[0], stream.getvalue()
+    assert not (tmp_path / "ctr.json").exists()  # not one ctr call
+
+
+@root_only
+def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path) -> None:
+    from composecache.commands import cache as cache_command
+    from composecache.settings import Settings
+
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    report = store_pool.fill_scopes(store.layout, [manifest])
+    assert (report.layers, report.filled, report.present, report.refused) == (3, 3, 0, [])
+    assert report.bytes == len(b"base\n") + 5000
+    again = store_pool.fill_scopes(store.layout, [manifest])
+    assert (again.filled, again.present) == (0, 3)
+    for layer in session_pool.layers_of_manifests(store.layout, [manifest]):
+        store_pool.check_entry(PoolLayout(store.layout), layer)
+    output, stream = _output()
+    settings = Settings(cache_dir=tmp_path / "cache")
+    assert cache_command.main(["fill", "proj/app"], settings, output) == 0
+    assert cache_command.main(["fill", "no/such"], settings, output) == 1
+    assert "no cache scope 'no/such'" in stream.getvalue()

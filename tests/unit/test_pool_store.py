@@ -297,6 +297,13 @@ def test_shallow_verify_and_stats_count_the_pool(tmp_path: Path) -> None:
     assert store.stats().to_json()["pool"]["quarantined"] == 1
 
 
+def test_each_namespace_has_its_own_pool(tmp_path: Path) -> None:
+    one = PoolLayout(Store.open(tmp_path / "cache", "team-a").layout)
+    two = PoolLayout(Store.open(tmp_path / "cache", "team-b").layout)
+    assert one.root != two.root
+    assert one.root.parent.parent == two.root.parent.parent == tmp_path / "cache" / "ns"
+
+
 def test_the_pool_switch() -> None:
     assert store_pool.enabled({})
     assert store_pool.enabled({"COMPOSECACHE_POOL": "1"})

@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,13 +54,13 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> seeding.DaemonSto
     return fake_daemon(tmp_path, monkeypatch)
 
 
-def ctr_calls(tmp_path: Path) -> list[dict[str, object]]:
+def ctr_calls(tmp_path: Path) -> list[dict[str, Any]]:
     log = tmp_path / "ctr.log"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def verbs(calls: list[dict[str, object]]) -> list[str]:
-    return [" ".join(call["args"][4:6]) for call in calls]  # type: ignore[index]
+def verbs(calls: list[dict[str, Any]]) -> list[str]:
+    return [" ".join(call["args"][4:6]) for call in calls]
 
 
 def store_with_layers(tmp_path: Path, layers: list[bytes]) -> tuple[Store, str]:
@@ -91,15 +92,15 @@ def test_seed_pins_first_then_copies_and_registers(tmp_path: Path, daemon: seedi
     order = [v for v in verbs(calls) if v != "content ls"]
     assert order[:2] == ["content ingest", "content label"]  # the root is pinned before any blob lands
     label_args = next(c["args"] for c in calls if "label" in c["args"])
-    assert any(str(a).startswith(seeding.ROOT_LABEL + "=") for a in label_args)  # type: ignore[union-attr]
-    refs = [a for a in label_args if str(a).startswith(seeding.REF_LABEL_PREFIX)]  # type: ignore[union-attr]
+    assert any(str(a).startswith(seeding.ROOT_LABEL + "=") for a in label_args)
+    refs = [a for a in label_args if str(a).startswith(seeding.REF_LABEL_PREFIX)]
     assert len(refs) == 2
-    ingests = [c for c in calls if "--expected-size" in c["args"] and c["args"][6] != report.root]  # type: ignore[operator]
-    assert sorted(int(c["args"][c["args"].index("--expected-size") + 1]) for c in ingests)[-2:] == [MB + 1, MB + 2]  # type: ignore[union-attr,attr-defined]
+    ingests = [c for c in calls if "--expected-size" in c["args"] and c["args"][6] != report.root]
+    assert sorted(int(c["args"][c["args"].index("--expected-size") + 1]) for c in ingests)[-2:] == [MB + 1, MB + 2]
     assert not list(daemon.content_blobs.glob(".composecache-*"))  # type: ignore[union-attr]
     root = report.root
     seeder.release()
-    assert ctr_calls(tmp_path)[-1]["args"][4:] == ["content", "rm", root]  # type: ignore[index]
+    assert ctr_calls(tmp_path)[-1]["args"][4:] == ["content", "rm", root]
 
 
 def test_nothing_to_do_when_the_daemon_has_every_blob(tmp_path: Path, daemon: seeding.DaemonStore) -> None:
@@ -131,6 +132,29 @@ def test_a_failing_ingest_is_a_warning_and_the_build_goes_on(
     assert seeder is not None
     assert "seeding: boom" in capsys.readouterr().err
     seeder.release()
+
+
+def test_a_bug_in_seeding_fails_open_with_a_crash_log_and_strict_mode_raises_it(
+    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, manifest = store_with_layers(tmp_path, [os.urandom(MB + 1)])
+    monkeypatch.setenv("COMPOSECACHE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
+
+    def bug(self: seeding.Seeder, manifests: list[str]) -> seeding.SeedReport:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(seeding.Seeder, "seed", bug)
+    assert seeding.seed_imports(store.layout, [manifest], daemon, os.environ, Output(verbose=1)) is None
+    err = capsys.readouterr().err
+    (log,) = (tmp_path / "logs").iterdir()
+    assert "Traceback" in err  # -v: the traceback too
+    assert err.splitlines()[-1] == (f"composecache: warning: internal error (KeyError('a bug')); seeding the daemon's "
+                                    f"content store failed; importing the normal way; crash log: {log}")  # fmt: skip
+    assert "KeyError: 'a bug'" in log.read_text()
+    monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
+    with pytest.raises(KeyError):
+        seeding.seed_imports(store.layout, [manifest], daemon, os.environ, Output())
 
 
 def test_unavailable_daemon_means_the_normal_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

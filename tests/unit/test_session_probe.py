@@ -52,8 +52,8 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return tools()
 
-    monkeypatch.setattr(session_probe.toolchain, "probe", probe)
-    monkeypatch.setattr(session_probe.seeding, "locate", lambda info, env: seeding.DaemonStore(
+    monkeypatch.setattr(toolchain, "probe", probe)
+    monkeypatch.setattr(seeding, "locate", lambda info, env: seeding.DaemonStore(
         Path("/run/c.sock"), "moby", Path("/usr/bin/ctr"), None))  # fmt: skip
     return calls
 
@@ -119,7 +119,7 @@ def test_incomplete_answers_are_not_remembered(
         calls.append(1)
         return tools(error="Cannot connect to the Docker daemon")
 
-    monkeypatch.setattr(session_probe.toolchain, "probe", probe)
+    monkeypatch.setattr(toolchain, "probe", probe)
     memo = Memo(tmp_path / "memo")
     session_probe.facts(machine, memo)
     session_probe.facts(machine, memo)

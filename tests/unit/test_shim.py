@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -273,7 +274,7 @@ def test_shim_command_line(
 
     for key, value in machine.env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr(shim.sys, "executable", str(machine.python))
+    monkeypatch.setattr(sys, "executable", str(machine.python))
     settings = Settings(cache_dir=machine.root / "cache")
     assert command.main(["install", "--dir", str(machine.shims)], settings, Output()) == 0
     assert "installed" in capsys.readouterr().out

@@ -1,17 +1,14 @@
-"""`composecache cache ...` through commands.cache.main: output shapes and exit codes."""
+"""`composecache cache ...` through the command line (cli.main, its error boundary): output shapes and exit codes."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from composecache.commands import cache
-from composecache.output import Output
-from composecache.settings import Settings
+from composecache import cli
 from composecache.store import Store
 from composecache.units import format_size, parse_duration, parse_size
 from tests.unit.store_fakes import publish_layers, write_blob
@@ -26,12 +23,17 @@ def store(tmp_path: Path) -> Store:
     return store
 
 
-def run(args: list[str], store_dir: Path | None, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    err = io.StringIO()
-    settings = Settings(cache_dir=store_dir or Path("/nonexistent/composecache"))
-    code = cache.main(args, settings, Output(stream=err))
+def run(
+    args: list[str], store_dir: Path | None, capsys: pytest.CaptureFixture[str], **env: str
+) -> tuple[int, str, str]:
+    """`composecache cache ARGS...` with COMPOSECACHE_DIR=store_dir (and `env`): (exit code, stdout, stderr)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPOSECACHE_DIR", str(store_dir or "/nonexistent/composecache"))
+        for name, value in env.items():
+            patch.setenv(name, value)
+        code = cli.main(["cache", *args])
     out = capsys.readouterr()
-    return code, out.out, err.getvalue() + out.err
+    return code, out.out, out.err
 
 
 def test_stats_json_shape_counts_each_blob_once(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,10 +70,9 @@ def test_cache_dir_option_and_namespace_option(
 
 def test_settings_namespace_is_used(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     Store.open(store.base, "team")
-    err = io.StringIO()
-    code = cache.main(["stats", "--json"], Settings(cache_dir=store.base, namespace="team"), Output(stream=err))
+    code, out, _ = run(["stats", "--json"], store.base, capsys, COMPOSECACHE_NAMESPACE="team")
     assert code == 0
-    assert json.loads(capsys.readouterr().out)["namespace"] == "team"
+    assert json.loads(out)["namespace"] == "team"
 
 
 def test_ls_and_stats_are_short_and_readable(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,7 +136,16 @@ def test_prune(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     [[], ["bogus"], ["gc", "--keep-storage", "lots"], ["gc", "--grace", "soon"], ["prune"], ["stats", "--jsn"]],
 )
 def test_usage_errors_exit_2(store: Store, args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(args, store.base, capsys)[0] == 2
+    code, out, err = run(args, store.base, capsys)
+    assert code == 2
+    if args:  # `composecache cache` alone shows its help, as a usage error
+        assert out == ""
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("composecache: error: ") and err.endswith(
+            f" (see composecache cache {args[0]} --help)\n"
+            if args[0] != "bogus"
+            else " (see composecache cache --help)\n"
+        )
 
 
 def test_help_exits_0(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,10 +165,9 @@ def test_unusable_cache_is_an_error_with_exit_1(tmp_path: Path, capsys: pytest.C
 
 
 def test_read_only_setting_refuses_gc(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    err = io.StringIO()
-    settings = Settings(cache_dir=store.base, read_only=True)
-    assert cache.main(["gc", "--grace", "0"], settings, Output(stream=err)) == 1
-    assert "read-only" in err.getvalue()
+    code, _, err = run(["gc", "--grace", "0"], store.base, capsys, COMPOSECACHE_READ_ONLY="1")
+    assert code == 1
+    assert "read-only" in err
 
 
 @pytest.mark.parametrize(
