@@ -1,8 +1,8 @@
 """Fresh sessions, one shared cache: the cross-session demo (see scripts/demo).
 
 A builds cold; B, fresh, gets every step from the cache (and, as the first
-session to import the layers, fills the layer pool); C, fresh too, gets the
-layers' unpacked trees from the pool instead of extracting them.
+session to import the layers, fills the layer pool); C, fresh too, only
+registers the layers' unpacked trees from the pool (the steady state).
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def pool_stats(cache: Path) -> str:
         return "no pool in this version"
     entries = pool.get("entries", pool.get("layers"))
     size = pool.get("bytes")
-    return f"{entries} unpacked layers, {size / 1e6:.0f} MB" if isinstance(size, int) else json.dumps(pool)
+    if not isinstance(size, int):
+        return json.dumps(pool)
+    return f"{entries} unpacked layers, {size / 1e6:.0f} MB, {pool.get('files')} files"
 
 
 def main() -> int:
