@@ -14,8 +14,11 @@
 4. warm_same_session_s: again in one B (the floor);
 5. tarball_s: what a user would do instead: A saved the images once (not
    counted); a fresh session C runs `docker load` and `docker compose up -d`;
-6. shim_passthrough_ms: bench/shim_passthrough.py against a session.
+6. shim_passthrough_ms: bench/shim_passthrough.py against a session;
+7. the XL stack (bench/xl.py, the `xl` section), in the same run.
 
+--stacks picks the sections (default: flagship,xl); every section is a function
+of SECTIONS, and bench/report.py renders each one it finds in the results.
 Writes bench/results/latest.json, latest.md and latest.png (bench/report.py).
 """
 
@@ -30,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, report
+from bench import overhead, report, xl
 from bench.harness import (
     IMAGES,
     PYTHON,
@@ -38,6 +41,7 @@ from bench.harness import (
     Bench,
     BenchError,
     Timed,
+    breakdown,
     machine,
     phases,
     run_steps,
@@ -57,10 +61,17 @@ def summary(runs: list[Timed]) -> dict[str, Any]:
             "load_avg": [round(run.load_before, 1) for run in runs]}  # fmt: skip
 
 
-def warm_new_session(bench: Bench, label: str, seed: bool) -> tuple[Timed, dict[str, Any]]:
+WARM_VARIANTS: dict[str, dict[str, str]] = {
+    "seeded": {"COMPOSECACHE_SEED": "auto"},  # the default (the pool too, where the checkout has it)
+    "unseeded": {"COMPOSECACHE_SEED": "0"},
+    "nopool": {"COMPOSECACHE_SEED": "auto", xl.POOL_ENV: "0"},  # the default before the pool
+}
+
+
+def warm_new_session(bench: Bench, label: str, variant: str) -> tuple[Timed, dict[str, Any]]:
     session = bench.start(label)
     try:
-        timed = bench.composecache_up(session, label, COMPOSECACHE_SEED="auto" if seed else "0")
+        timed = bench.composecache_up(session, label, None, **WARM_VARIANTS[variant])
         cached, total = run_steps(timed.output)
         running = bench.running_services(session)
         if running != len(IMAGES):
@@ -71,6 +82,7 @@ def warm_new_session(bench: Bench, label: str, seed: bool) -> tuple[Timed, dict[
             "run_steps": total,
             "seed_line": seeded[-1] if seeded else None,
             "phases": phases(timed.log),
+            "breakdown": breakdown(timed),
         }
     finally:
         bench.stop(session)
@@ -104,22 +116,11 @@ def shim_passthrough(bench: Bench) -> dict[str, Any]:
         bench.stop(session)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warm-runs", type=int, default=3, help="fresh sessions per warm variant (default 3)")
-    parser.add_argument("--overhead-runs", type=int, default=15, help="runs for overhead_ms (default 15)")
-    parser.add_argument("--tarball-runs", type=int, default=3)
-    parser.add_argument("--leg", choices=("stable", "latest"), default="stable")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
-    parser.add_argument("--out", type=Path, default=RESULTS / "latest")
-    options = parser.parse_args(argv)
-
-    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "leg": options.leg,
-                               "machine": machine()}  # fmt: skip
+def flagship(options: argparse.Namespace, results: dict[str, Any], step: Any) -> None:
+    """The flagship stack: the top-level keys of the results."""
     with Bench(leg=options.leg, keep=options.keep) as bench:
         print(f"bench work dir: {bench.work}", flush=True)
         bench.setup()
-        step = _progress()
 
         # 1. cold, in A
         a = bench.start("a")
@@ -141,12 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop(a)
 
         # 3. + 4. warm in new sessions (seeded / not, interleaved), then the same-session floor
-        warm: dict[str, list[Timed]] = {"seeded": [], "unseeded": []}
-        details: dict[str, list[dict[str, Any]]] = {"seeded": [], "unseeded": []}
+        variants = ("seeded", "unseeded", "nopool") if xl.pool_available() else ("seeded", "unseeded")
+        if xl.pool_available():  # the first import fills the pool (once per layer, ever): not a warm run
+            fill, fill_detail = warm_new_session(bench, "warm-fill", "seeded")
+            results["first_warm_session"] = {"seconds": round(fill.seconds, 2), **fill_detail}
+            step(f"first warm session (fills the pool) {fill.seconds:.1f}s")
+        warm: dict[str, list[Timed]] = {variant: [] for variant in variants}
+        details: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
         for i in range(options.warm_runs):
-            order = ("seeded", "unseeded") if i % 2 == 0 else ("unseeded", "seeded")
+            order = variants if i % 2 == 0 else variants[::-1]
             for variant in order:
-                timed, detail = warm_new_session(bench, f"warm-{variant}-{i}", seed=variant == "seeded")
+                timed, detail = warm_new_session(bench, f"warm-{variant}-{i}", variant)
                 warm[variant].append(timed)
                 details[variant].append(detail)
                 step(f"warm new session ({variant}) {timed.seconds:.1f}s "
@@ -174,11 +180,49 @@ def main(argv: list[str] | None = None) -> int:
         # 6. shim
         results["shim_passthrough"] = shim_passthrough(bench)
         step(f"shim passthrough {results['shim_passthrough'].get('value_ms')} ms")
-
-    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results.update(report.headline(results))
-    report.write(results, options.out)
-    print(json.dumps({key: results[key] for key in report.HEADLINE_KEYS}, indent=2))
+
+
+def xl_section(options: argparse.Namespace, results: dict[str, Any], step: Any) -> None:
+    results["xl"] = xl.measure(options.leg, options.keep, options.xl_scale, options.xl_warm_runs,
+                               options.xl_nopool_runs, options.xl_tarball_runs, step)  # fmt: skip
+
+
+# The sections of one run, in order; each adds its keys to the results (a registry cache row between
+# hosts goes here as one more section, and into report.SECTION_ROWS).
+SECTIONS: dict[str, Any] = {"flagship": flagship, "xl": xl_section}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stacks", default=",".join(SECTIONS), help=f"sections to run, of {', '.join(SECTIONS)}")
+    parser.add_argument("--warm-runs", type=int, default=3, help="fresh sessions per warm variant (default 3)")
+    parser.add_argument("--overhead-runs", type=int, default=15, help="runs for overhead_ms (default 15)")
+    parser.add_argument("--tarball-runs", type=int, default=3)
+    parser.add_argument("--xl-scale", type=float, default=xl.default_scale(),
+                        help=f"XL sizes and file counts times this (default ${xl.SCALE_ENV} or 1)")  # fmt: skip
+    parser.add_argument("--xl-warm-runs", type=int, default=3, help="XL: fresh sessions with the pool (default 3)")
+    parser.add_argument("--xl-nopool-runs", type=int, default=1, help="XL: fresh sessions without (default 1)")
+    parser.add_argument("--xl-tarball-runs", type=int, default=1)
+    parser.add_argument("--leg", choices=("stable", "latest"), default="stable")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest")
+    options = parser.parse_args(argv)
+    chosen = [name for name in options.stacks.split(",") if name]
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}: use {', '.join(SECTIONS)}")
+
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "leg": options.leg,
+                               "machine": machine()}  # fmt: skip
+    step = _progress()
+    for name in chosen:
+        SECTIONS[name](options, results, step)
+        # written after every section: a later section that fails leaves the earlier ones' numbers
+        results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        results["sections"] = chosen[: chosen.index(name) + 1]
+        report.write(results, options.out)
+    print(json.dumps(report.summary(results), indent=2))
     return 0
 
 

@@ -1,9 +1,10 @@
 """What every flagship measurement needs: sessions, the registry, the project, timed commands.
 
-A `Bench` owns a temp work dir, a loopback registry holding the flagship's base
-image, a copy of fixtures/flagship and the shared cache directory; it starts
-session daemons on demand and stops every one of them (and the registry) on
-close, whatever happened.
+A `Bench` owns a temp work dir, a loopback registry holding its stack's base
+image, a copy of the stack's fixture (fixtures/flagship, or fixtures/flagship-xl
+for the XL stack) and the shared cache directory; it starts session daemons on
+demand and stops every one of them (and the registry) on close, whatever
+happened.
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ IMAGES = tuple(f"helix-flagship/{service}:dev" for service in SERVICES)
 PYTHON = sys.executable
 
 
+@dataclass(frozen=True)
+class Stack:
+    """A compose project the bench builds: its fixture, project name, base image and images."""
+
+    fixture: str
+    project: str
+    base_image: str
+    images: tuple[str, ...]
+    build_env: tuple[tuple[str, str], ...] = ()  # set for every command, and as build args of the base image
+
+
+FLAGSHIP = Stack(FIXTURE, PROJECT, BASE_IMAGE, IMAGES)
+
+
 class BenchError(Exception):
     """A measured command failed; the message names its log."""
 
@@ -54,6 +69,7 @@ class Timed:
 class Bench:
     leg: str = "stable"
     keep: bool = False
+    stack: Stack = FLAGSHIP
     tag: str = field(default_factory=lambda: f"fb{os.getpid() % 100000}")
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="composecache-bench-")))
     sessions: list[sandboxlib.Session] = field(default_factory=list)
@@ -85,7 +101,7 @@ class Bench:
 
     @property
     def project(self) -> Path:
-        return self.work / FIXTURE
+        return self.work / self.stack.fixture
 
     def cache_dir(self, name: str = "cache") -> Path:
         return self.work / name
@@ -94,11 +110,12 @@ class Bench:
         """Registry, project copy, base image pushed from a throwaway session."""
         self.reg = registry.start(self.work / "registry")
         rootfs = sandboxlib.make_rootfs_tar(self.work / "rootfs.tar")
-        sandboxlib.copy_fixture(FIXTURE, self.project, rootfs)
+        sandboxlib.copy_fixture(self.stack.fixture, self.project, rootfs)
         pusher = self.start("push")
         try:
-            push = ["docker", "buildx", "build", "--network", "none", "--push",
-                    "-t", f"{self.reg.host}/{BASE_IMAGE}", str(self.project / "base")]  # fmt: skip
+            args = [arg for name, value in self.stack.build_env for arg in ("--build-arg", f"{name}={value}")]
+            push = ["docker", "buildx", "build", "--network", "none", "--push", *args,
+                    "-t", f"{self.reg.host}/{self.stack.base_image}", str(self.project / "base")]  # fmt: skip
             self.run(pusher, "push-base", push)
         finally:
             self.stop(pusher)
@@ -122,6 +139,7 @@ class Bench:
         assert self.reg is not None
         env = session.env()
         env.update(FLAGSHIP_REGISTRY=self.reg.host, BUILDKIT_PROGRESS="plain", NO_COLOR="1")
+        env.update(self.stack.build_env)
         env["COMPOSECACHE_DIR"] = str(cache or self.cache_dir())
         env.update(extra)
         return env
@@ -159,17 +177,18 @@ class Bench:
 
     def composecache_up(self, session: sandboxlib.Session, label: str, cache: Path | None = None,
                         **extra: str) -> Timed:  # fmt: skip
-        argv = [PYTHON, "-m", "composecache", "-v", "-p", PROJECT, "--progress", "plain", "up", "--build", "-d"]
+        argv = [PYTHON, "-m", "composecache", "-v", "-p", self.stack.project, "--progress", "plain", "up", "--build",
+                "-d"]  # fmt: skip
         return self.run(session, label, argv, self.env(session, cache, **extra))
 
     def compose(self, session: sandboxlib.Session, label: str, *args: str, env: dict[str, str] | None = None,
                 files: tuple[str, ...] = ()) -> Timed:  # fmt: skip
         file_args = [arg for name in files for arg in ("-f", name)]
-        return self.run(session, label, ["docker", "compose", *file_args, "-p", PROJECT, *args],
+        return self.run(session, label, ["docker", "compose", *file_args, "-p", self.stack.project, *args],
                         env or self.env(session))  # fmt: skip
 
     def running_services(self, session: sandboxlib.Session) -> int:
-        result = subprocess.run(["docker", "compose", "-p", PROJECT, "ps", "--status", "running", "-q"],
+        result = subprocess.run(["docker", "compose", "-p", self.stack.project, "ps", "--status", "running", "-q"],
                                 cwd=self.project, env=self.env(session), capture_output=True, text=True,
                                 check=False)  # fmt: skip
         return len(result.stdout.split())
@@ -306,3 +325,77 @@ def phases(log: Path) -> dict[str, float]:
             if pattern.search(line) and (name not in found or not name.startswith("first")):
                 found[name] = seconds
     return found
+
+
+COMPOSE_RAN = re.compile(r"the wrapped command ran ([\d.]+) ms")
+SEED_TIME = re.compile(r"composecache: debug: seeded .* in ([\d.]+)s")
+# "composecache: debug: pool: 12 of 12 layers registered (0 already there, filled 12 (944 MB) in 30.1s),
+# 12 blobs linked, in 31.20s" (composecache/session/pool.py's summary)
+POOL_TIME = re.compile(r"composecache: debug: pool: .* in ([\d.]+)s$")
+POOL_FILL = re.compile(r"composecache: debug: pool: .*filled \d+ \(\d+ MB\) in ([\d.]+)s")
+POOL_REGISTERED = re.compile(r"composecache: debug: pool: (\d+) of (\d+) layers registered \((\d+) already there")
+EXTRACTING = re.compile(r"^#\d+ extracting sha256:\S+ ([\d.]+)s done$")
+
+
+def breakdown(timed: Timed) -> dict[str, float | int | None]:
+    """Where a warm `composecache -v up --build -d` spent its time (seconds), from its timestamped log.
+
+    composecache_own_s: its wall time minus the time compose ran (pool registration and seeding
+    included), of it before_compose_s (start-up, registration, seeding) and after_compose_s
+    (publishing, releasing the pins); buildkit_s: from compose's start to the build's last line;
+    extraction_s: the sum of BuildKit's `extracting` times (inside buildkit_s); container_start_s:
+    from the build's last line to the last container started.
+    """
+    compose_ran = COMPOSE_RAN.search(timed.output)
+    compose_s = float(compose_ran.group(1)) / 1000 if compose_ran else None
+    seed = SEED_TIME.findall(timed.output)
+    lines = timed.output.splitlines()
+    pool = [match.group(1) for line in lines if (match := POOL_TIME.search(line.strip()))]
+    fill = [match.group(1) for line in lines if (match := POOL_FILL.search(line))]
+    registered = [match.groups() for line in lines if (match := POOL_REGISTERED.search(line))]
+    extractions = [float(m.group(1)) for line in timed.output.splitlines() if (m := EXTRACTING.match(line.strip()))]
+    compose_start = build_end = containers = None
+    for raw in timed.log.read_text(errors="replace").splitlines():
+        match = STAMP.match(raw)
+        if not match:
+            continue
+        seconds, line = float(match.group(1)), match.group(2)
+        if compose_start is None and "composecache: debug: running " in line:
+            compose_start = seconds
+        elif line.startswith("#"):
+            build_end = seconds
+        elif re.search(r"Container \S+\s+Started", line):
+            containers = seconds
+
+    def span(a: float | None, b: float | None) -> float | None:
+        return round(b - a, 2) if a is not None and b is not None else None
+
+    return {
+        "wall_s": round(timed.seconds, 2),
+        "composecache_own_s": round(timed.seconds - compose_s, 2) if compose_s is not None else None,
+        "before_compose_s": round(compose_start, 2) if compose_start is not None else None,
+        "after_compose_s": round(timed.seconds - compose_start - compose_s, 2)
+        if compose_start is not None and compose_s is not None
+        else None,
+        "pool_s": round(sum(map(float, pool)), 2) if pool else None,
+        "pool_fill_s": round(sum(map(float, fill)), 2) if fill else None,
+        "pool_layers_registered": sum(int(r[0]) for r in registered) if registered else None,
+        "pool_layers": sum(int(r[1]) for r in registered) if registered else None,
+        "seeding_s": round(sum(map(float, seed)), 2) if seed else None,
+        "compose_s": round(compose_s, 2) if compose_s is not None else None,
+        "buildkit_s": span(compose_start, build_end),
+        "extraction_s": round(sum(extractions), 2),
+        "extracted_layers": len(extractions),
+        "container_start_s": span(build_end, containers),
+    }
+
+
+def data_root_bytes(session: sandboxlib.Session) -> int:
+    """Disk used by a session's data-root, on its own filesystem only (`du -x`): the overlay mounts
+    of running containers (under <data-root>/rootfs) are not counted, symlinks are not followed."""
+    result = subprocess.run(["du", "-sx", "--block-size=1", str(session.data_root)], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    try:
+        return int(result.stdout.split()[0])
+    except (IndexError, ValueError):
+        return -1
