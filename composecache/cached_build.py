@@ -91,17 +91,21 @@ def prepare_session_daemon(
 ) -> list[Callable[[], None]]:
     """THE HOOK for readying the session daemon before the real tool runs; returns what to undo after it.
 
-    Today: seeding copies the imported layer blobs into the daemon's content store
-    (session/seeding.py).  The unpacked-layer pool registers its snapshots here too.
-    Each step fails open by itself (one warning, then the normal import path) and
-    hands back a release callable that never raises.
+    The unpacked-layer pool registers the imported layers' snapshots and links their
+    blobs (session/pool.py), then seeding copies the blobs the pool did not link
+    (session/seeding.py).  Each step fails open by itself (one line, then the normal
+    import path) and hands back a release callable that never raises.  A read-only
+    store never fills the pool.
     """
+    from composecache.session import pool as layer_pool
+
     undo: list[Callable[[], None]] = []
     if build.store is None:
         return undo
-    seeder = seeding.seed_imports(build.store.layout, build.imported_digests(), daemon, env, output)
-    if seeder is not None:
-        undo.append(seeder.release)
+    prepared = layer_pool.prepare_daemon(build.store.layout, build.imported_digests(), daemon, env, output,
+                                         fill=build.store.writable, fall_back=build._fall_back_once)  # fmt: skip
+    if prepared is not None:
+        undo.append(prepared.release)
     return undo
 
 

@@ -2,9 +2,12 @@
 
 Sessions check the same repository out into different directories and pass
 their own `-p`, so scopes are keyed on the source: the git remote URL without
-credentials, scheme or `.git` suffix; else the project directory's name.  The
-current branch, when it is not the default one, gives a branch scope that
-imports from the default branch's scope as a fallback.
+credentials, scheme or `.git` suffix, plus the project's path inside the
+repository (two compose projects of one monorepo never share a scope); else
+the project directory's name (compose/scopes.py adds what tells unrelated
+projects of one name apart).  The current branch, when it is not the default
+one, gives a branch scope that imports from the default branch's scope as a
+fallback.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ DEFAULT_BRANCH_GUESSES = ("main", "master")
 class SourceIdentity:
     name: str  # "github.com/org/repo" or the directory name
     branch: str | None = None  # the current branch, when it is not the default branch
+    from_git: bool = False  # name is the repository's (with the path inside it), not a directory name
 
     def scope(self, item: str) -> str:
         return f"{self.name}/{item}"
@@ -64,20 +68,26 @@ def identify(directory: Path, env: Mapping[str, str]) -> SourceIdentity:
     fallback = SourceIdentity(name=directory.resolve().name or "root")
     git_env = {key: value for key, value in env.items() if not key.startswith("GIT_")}
     git_env["GIT_TERMINAL_PROMPT"] = "0"
-    remotes = _git(directory, git_env, "config", "--get-regexp", r"^remote\..*\.url$")
-    if remotes is None:
+    where = _git(directory, git_env, "rev-parse", "--show-toplevel", "--show-prefix")
+    if where is None:
         return fallback
+    top, _, prefix = where.partition("\n")
+    remotes = _git(directory, git_env, "config", "--get-regexp", r"^remote\..*\.url$") or ""
     urls = {}
     for line in remotes.splitlines():
         key, _, value = line.partition(" ")
         urls[key[len("remote.") : -len(".url")]] = value
     url = urls.get("origin") or next(iter(urls.values()), None)
-    name = normalize_remote(url) if url else fallback.name
+    # Without a remote: the repository's directory name (as stable as a directory name can be).
+    name = normalize_remote(url) if url else (Path(top).name or fallback.name)
+    prefix = prefix.strip().strip("/")
+    if prefix:  # the project's path inside the repository: one repository, many compose projects
+        name = f"{name}/{prefix}"
     branch = _git(directory, git_env, "symbolic-ref", "-q", "--short", "HEAD")
     if not branch:
-        return SourceIdentity(name=name)
+        return SourceIdentity(name=name, from_git=True)
     default = _git(directory, git_env, "symbolic-ref", "-q", "--short", "refs/remotes/origin/HEAD")
     default = default.split("/", 1)[1] if default and "/" in default else default
     if branch == default or (default is None and branch in DEFAULT_BRANCH_GUESSES):
-        return SourceIdentity(name=name)
-    return SourceIdentity(name=name, branch=branch)
+        return SourceIdentity(name=name, from_git=True)
+    return SourceIdentity(name=name, branch=branch, from_git=True)

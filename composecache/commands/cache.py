@@ -147,6 +147,15 @@ def list_scopes(ctx: typer.Context) -> None:
     ]
     print("\n".join(_table(rows)))
     print(f"{len(stats.scopes)} scopes, {format_size(stats.bytes)} in {stats.blobs} blobs in {stats.root}")
+    if stats.pool.entries or stats.pool.broken:
+        print(_pool_line(stats))
+
+
+def _pool_line(stats: StoreStats) -> str:
+    pool = stats.pool
+    broken = f", {pool.broken} broken (verify moves them aside)" if pool.broken else ""
+    return (f"pool: {pool.entries} unpacked layers, {format_size(pool.bytes)} in {pool.files} files, "
+            f"used by {pool.sessions} sessions{broken}")  # fmt: skip
 
 
 def _stats_lines(stats: StoreStats) -> list[str]:
@@ -164,6 +173,7 @@ def _stats_lines(stats: StoreStats) -> list[str]:
         lines.append(f"leftovers:  {stats.staging_dead} staging dirs of killed builds (gc removes them)")
     if stats.quarantine:
         lines.append(f"quarantine: {len(stats.quarantine)} entries (see `composecache cache ls`)")
+    lines.append(f"{'pool:':<12}" + _pool_line(stats).removeprefix("pool: "))
     return lines
 
 
@@ -196,6 +206,7 @@ def _verify_json(report: VerifyReport) -> dict[str, Any]:
         "sound": report.sound,
         "deep": report.deep,
         "scopes_checked": report.scopes_checked,
+        "pool_entries_checked": report.pool_entries_checked,
         "blobs_hashed": report.blobs_checked,
         "bytes_hashed": report.bytes_hashed,
         "problems": [
@@ -212,7 +223,12 @@ def _verify_json(report: VerifyReport) -> dict[str, Any]:
 @app.command("verify")
 def verify_command(
     ctx: typer.Context,
-    deep: Annotated[bool, typer.Option("--deep", help="Also re-hash every blob (about 5 s per GB).")] = False,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep", help="Also re-hash every blob (about 5 s per GB) and compare every pool layer with its blob."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check every scope and blob; exit 1 when anything is wrong (broken entries are quarantined)."""
@@ -229,7 +245,8 @@ def verify_command(
             print(f"moved to quarantine: {path}")
         hashed = f", {report.blobs_checked} blobs re-hashed ({format_size(report.bytes_hashed)})" if deep else ""
         verdict = "sound" if report.sound else f"{len(report.problems)} problem(s)"
-        print(f"verified {report.scopes_checked} scopes{hashed}: {verdict}")
+        pool = f", {report.pool_entries_checked} pool layers" if report.pool_entries_checked else ""
+        print(f"verified {report.scopes_checked} scopes{pool}{hashed}: {verdict}")
     if not report.sound:
         raise typer.Exit(EXIT_FAILURE)
 
@@ -248,7 +265,7 @@ def _duration_option(value: str) -> float:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _gc_json(report: GcReport) -> dict[str, Any]:
+def _gc_json(report: GcReport, pool_grace_s: float) -> dict[str, Any]:
     return {
         "bytes_before": report.bytes_before,
         "bytes_after": report.bytes_after,
@@ -263,6 +280,15 @@ def _gc_json(report: GcReport) -> dict[str, Any]:
         "staging_live": report.staging_live,
         "imports_live": report.leases_live,
         "quarantine_removed": report.quarantine_removed,
+        "pool": {
+            "pool_grace_s": pool_grace_s,
+            "entries_removed": report.pool.entries_removed,
+            "bytes_removed": report.pool.bytes_removed,
+            "entries_kept_in_use": report.pool.entries_kept_in_use,
+            "staging_reclaimed": report.pool.staging_reclaimed,
+            "quarantine_removed": report.pool.quarantine_removed,
+            "records_expired": report.pool.records_expired,
+        },
     }
 
 
@@ -275,22 +301,31 @@ def gc_command(
     grace: Annotated[
         str, typer.Option("--grace", help="Keep blobs and scopes younger than this (0, 30s, 10m, 24h, 7d).")
     ] = "1h",
+    pool_grace: Annotated[
+        str,
+        typer.Option("--pool-grace", help="Keep pool layers (and blobs) a session registered within this (7d)."),
+    ] = "7d",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Remove unused blobs and dead staging, then evict scopes until the store fits --keep-storage."""
     keep = None if keep_storage is None else _size_option(keep_storage)
     grace_s = _duration_option(grace)
+    pool_grace_s = _duration_option(pool_grace)
     state = _state(ctx)
     with _progress(state.output) as progress:
-        report = state.open_store(writable=True).gc(keep_storage=keep, grace_s=grace_s, progress=progress)
+        report = state.open_store(writable=True).gc(keep_storage=keep, grace_s=grace_s, progress=progress,
+                                                    pool_grace_s=pool_grace_s)  # fmt: skip
     if as_json:
-        _print_json(_gc_json(report))
+        _print_json(_gc_json(report, pool_grace_s))
         return
     print(
         f"gc: removed {report.blobs_removed} blobs ({format_size(report.bytes_removed)}), "
         f"evicted {len(report.scopes_evicted)} scopes, reclaimed {report.staging_reclaimed} staging dirs; "
         f"store {format_size(report.bytes_before)} -> {format_size(report.bytes_after)}"
     )
+    if report.pool.entries_removed or report.pool.entries_kept_in_use:
+        removed = f"{report.pool.entries_removed} unpacked layers ({format_size(report.pool.bytes_removed)})"
+        print(f"pool: removed {removed}, kept {report.pool.entries_kept_in_use} that sessions use")
     if report.scopes_evicted:
         print(printable("evicted: " + ", ".join(report.scopes_evicted)))
     if not report.fits and keep is not None:
@@ -312,6 +347,52 @@ def prune_command(
         state.output.error(f"no cache scope {scope!r}", hint="`composecache cache ls` lists the scopes")
         raise typer.Exit(EXIT_FAILURE)
     print(f"pruned scope {report.scope!r}: freed {format_size(report.bytes_removed)} ({report.blobs_removed} blobs)")
+
+
+@app.command("fill")
+def fill_command(
+    ctx: typer.Context,
+    scopes: Annotated[list[str] | None, typer.Argument(help="Scopes to fill from (default: every scope).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Unpack the layers of scopes into the layer pool now (a build fills what it misses by itself)."""
+    import os
+
+    from composecache.store import pool
+    from composecache.store import scopes as store_scopes
+    from composecache.store.gc import find_scope_dir
+
+    state = _state(ctx)
+    store = state.open_store(writable=True)
+    if not store.writable:
+        state.output.error(f"cannot fill the pool: the cache at {store.base} is read-only")
+        raise typer.Exit(EXIT_FAILURE)
+    if os.geteuid() != 0:
+        state.output.error("filling the layer pool needs root", hint="pool trees hold root-owned files and devices")
+        raise typer.Exit(EXIT_FAILURE)
+    wanted = [find_scope_dir(store.layout, name)[1] for name in scopes] if scopes else None
+    if wanted is not None and None in wanted:
+        state.output.error(f"no cache scope {scopes[wanted.index(None)]!r}",  # type: ignore[index]
+                           hint="`composecache cache ls` lists the scopes")  # fmt: skip
+        raise typer.Exit(EXIT_FAILURE)
+    manifests = []
+    for scope_dir in wanted if wanted is not None else list(store_scopes.scope_dirs(store.layout)):
+        try:
+            content = store_scopes.inspect_scope(store.layout, scope_dir, check_sizes=False)  # type: ignore[arg-type]
+        except (store_scopes.ScopeProblem, OSError):
+            continue  # verify reports broken scopes
+        if content is not None:
+            manifests.append(content.manifest.digest)
+    report = pool.fill_scopes(store.layout, manifests, on_wait=state.output.info)
+    for line in report.refused:
+        state.output.warn(printable(f"not pooled: {line}"))
+    if as_json:
+        _print_json({"layers": report.layers, "present": report.present, "filled": report.filled,
+                     "bytes": report.bytes, "files": report.files, "seconds": round(report.seconds, 3),
+                     "refused": report.refused})  # fmt: skip
+        return
+    print(f"pool: filled {report.filled} of {report.layers} layers ({format_size(report.bytes)} in {report.files} "
+          f"files) in {report.seconds:.1f}s; {report.present} were there already")  # fmt: skip
 
 
 def main(args: list[str], settings: Settings, output: Output) -> int:

@@ -72,15 +72,16 @@ def run(
     env: Mapping[str, str],
     config_yaml: str,
     daemon: DaemonStore | str | None = None,
+    built: list[str] | None = None,
 ) -> int:
     """Bake builds the services through the shared build lifecycle; then compose runs with --no-build."""
     compose = tools.compose
     if parsed.subcommand == "watch":
-        output.warn("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without the cache")
+        output.fall_back("--strategy bake cannot serve `watch` (it rebuilds by itself); running compose without "
+                         "the cache")  # fmt: skip
         runner.exec_replace([*compose, *parsed.argv()], env)
-    services = [name for name, service in model.services.items() if service.builds]
-    if parsed.services and parsed.subcommand == "build":
-        services = [name for name in services if name in parsed.services]
+    # The services this command builds (compose's model for `config SERVICE...`, the command's rule).
+    services = list(built) if built is not None else [name for name, svc in model.services.items() if svc.builds]
     with OverrideFile({}) as private:
         model_file = private.directory / "model.yaml"
         fd = os.open(model_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

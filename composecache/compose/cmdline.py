@@ -21,9 +21,9 @@ BUILDING_SUBCOMMANDS = {"build", "up", "run", "create", "watch"}
 # Options that take a value, per building subcommand, to find its positional arguments.
 SUBCOMMAND_VALUE_FLAGS = {
     "build": {"--build-arg", "--builder", "-m", "--memory", "--progress", "--ssh", "--secret", "--provenance",
-              "--sbom", "--print"},
+              "--sbom"},
     "up": {"--attach", "--no-attach", "--exit-code-from", "--pull", "--scale", "-t", "--timeout",
-           "--wait-timeout", "--menu"},
+           "--wait-timeout"},
     "create": {"--pull", "--scale"},
     "run": {"--name", "-e", "--env", "--env-from-file", "-l", "--label", "-p", "--publish", "-u", "--user",
             "-v", "--volume", "-w", "--workdir", "--entrypoint", "--cap-add", "--cap-drop", "--pull"},
@@ -36,7 +36,8 @@ class ComposeArgs:
     global_args: list[str] = field(default_factory=list)  # as given, without -f/--file
     files: list[str] = field(default_factory=list)
     project_name: str | None = None
-    project_directory: str | None = None
+    project_directory: str | None = None  # --project-directory
+    workdir: str | None = None  # --workdir (deprecated spelling; compose refuses both together)
     env_files: list[str] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
     compose_dry_run: bool = False
@@ -76,8 +77,12 @@ class ComposeArgs:
         out += self.sub_args if subcommand_args is None else subcommand_args
         return out
 
-    def config_argv(self, files: Iterable[str]) -> list[str]:
-        """`config` with the user's project options (no output-changing flags)."""
+    def config_argv(self, files: Iterable[str], services: Iterable[str] | None = None) -> list[str]:
+        """`config [SERVICE...]` with the user's project options (no output-changing flags).
+
+        Compose loads the project for `config SERVICE...` as for every command that names
+        services: those services (their profiles switched on) and their dependencies.
+        """
         keep = []
         args = iter(self.global_args)
         for arg in args:
@@ -89,7 +94,24 @@ class ComposeArgs:
             keep.append(arg)
             if name in GLOBAL_VALUE_FLAGS and "=" not in arg:
                 keep.append(next(args, ""))
-        return [arg for path in files for arg in ("-f", path)] + keep + ["config"]
+        chosen = list(self.services if services is None else services)
+        return [arg for path in files for arg in ("-f", path)] + keep + ["config", *(["--"] if chosen else []), *chosen]
+
+    def built_services(self, model_services: Iterable[str]) -> list[str]:
+        """Of the services compose loads for this command (`config SERVICE...`), the ones it may build.
+
+        `build SERVICE...` builds the named ones only (`--with-dependencies`: their dependencies
+        too); `up`/`create`/`run`/`watch` also build the dependencies they start, unless `--no-deps`.
+        """
+        loaded = list(model_services)
+        if not self.services:
+            return loaded
+        options = self._own_options()
+        if self.subcommand == "build":
+            narrow = not _flag_set(options, "--with-dependencies")
+        else:
+            narrow = _flag_set(options, "--no-deps")
+        return [name for name in loaded if name in self.services] if narrow else loaded
 
 
 def _flag_set(args: list[str], flag: str) -> bool:
@@ -136,8 +158,10 @@ def parse(args: list[str]) -> ComposeArgs:  # noqa: C901, PLR0912
             parsed.global_args += args[i : i + consumed]
             if name in {"-p", "--project-name"}:
                 parsed.project_name = value
-            elif name in {"--project-directory", "--workdir"}:
+            elif name == "--project-directory":
                 parsed.project_directory = value
+            elif name == "--workdir":
+                parsed.workdir = value
             elif name == "--env-file" and value is not None:
                 parsed.env_files.append(value)
             elif name == "--profile" and value is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import os
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from composecache import yaml
+from composecache.compose.project import ProjectModel
 from composecache.output import Output
 
 
@@ -19,10 +21,50 @@ def effective_build(build: Mapping[str, Any], addition: Mapping[str, Any] | None
     return merged
 
 
+def effective(value: Any) -> Any:
+    """The value compose uses: `compose config` output (and our override) write `$` as `$$`."""
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    if isinstance(value, list):
+        return [effective(item) for item in value]
+    if isinstance(value, dict):
+        return {key: effective(item) for key, item in value.items()}
+    return value
+
+
 def service_diff(service: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
-    old = yaml.dump({"build": dict(before)}).splitlines()
-    new = yaml.dump({"build": dict(after)}).splitlines()
+    old = yaml.dump({"build": effective(dict(before))}).splitlines()
+    new = yaml.dump({"build": effective(dict(after))}).splitlines()
     return list(difflib.unified_diff(old, new, f"a/services/{service}", f"b/services/{service}", lineterm=""))
+
+
+def missing_sources(model: ProjectModel, services: Sequence[str], output: Output) -> list[str]:
+    """A warning (and a preview note) for each build context or Dockerfile that is not there."""
+    notes = []
+    for name in services:
+        build = model.services[name].build or {}
+        context = effective(str(build.get("context", ".")))
+        if "://" in context or context.startswith("git@") or (model.approximate and not os.path.isabs(context)):
+            continue
+        problem = None
+        if not os.path.isdir(context):
+            problem = f"build context {context} does not exist"
+        elif "dockerfile_inline" not in build:
+            dockerfile = effective(str(build.get("dockerfile") or "Dockerfile"))
+            path = os.path.join(context, dockerfile)
+            if not os.path.isfile(path):
+                problem = f"Dockerfile {path} does not exist"
+        if problem:
+            output.warn(f"{name}: {problem}: the build will fail")
+            notes.append(f"{name}: {problem}")
+    return notes
+
+
+def render_passthrough(argv: Sequence[str]) -> None:
+    """The preview of a command that builds nothing: composecache passes it to compose unchanged."""
+    print("# this command builds nothing: composecache runs it unchanged, without an override")
+    print("# command:")
+    print(shlex.join(argv))
 
 
 def render(

@@ -1,23 +1,25 @@
 """`composecache [OPTIONS] <compose args>`: compose with the shared cache.
 
-arguments -> compose files -> project model (compose config) -> plan -> cache
-requests -> the build lifecycle (cached_build.run) with an override file (or
-bake) -> publish.  Commands that cannot build go straight to compose (exec: no
-overhead).  Any cache problem: one warning line, and compose runs as it would alone.
+arguments -> compose files -> project model (compose config, checked against
+compose's own discovery: resolve.py) -> plan -> cache requests for the
+services this command builds -> the build lifecycle (cached_build.run) with an
+override file (or bake) -> publish.  Commands that cannot build go straight to
+compose (exec: no overhead).  Any cache problem: one line, and compose runs as
+it would alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from composecache import cached_build, runner
-from composecache.cached_build import BuildTool, CachedBuild, CacheRequest
-from composecache.compose import cmdline, model_memo, override, project, scopes, versions
+from composecache.cached_build import BuildTool, CachedBuild, CacheRequest, CacheSlot
+from composecache.compose import cmdline, model_memo, override, project, resolve, scopes, versions
+from composecache.compose import files as files_mod
 from composecache.compose.cmdline import ComposeArgs
-from composecache.compose.files import ComposeFiles, find_files
 from composecache.errors import ComposecacheError
 from composecache.output import Output
 from composecache.session import probe as session_probe
@@ -26,8 +28,6 @@ from composecache.session.memo import Memo
 from composecache.settings import Settings
 from composecache.source_identity import SourceIdentity, identify
 
-CONFIG_TIMEOUT_S = 120
-
 
 def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
@@ -35,26 +35,31 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     compose = _compose_command(env, settings)
     if settings.disabled or (not parsed.can_build and not settings.dry_run):
         return _passthrough(compose, args, env)
-    files = _project_files(parsed, env, settings, output)
-    if files is None:
-        return _unchanged(compose, args, env, settings, dry_run_status=1)
-    reader = ProjectReader(parsed, files, compose, env, settings, output)
-    model, facts = reader.read()
-    if model is None:  # compose cannot read the project: let compose say so, exactly as it would alone
-        return _unchanged(compose, args, env, settings, dry_run_status=1)
-    plan = _plan(facts.tools, settings, output)
-    if plan.strategy == "passthrough":
+    if not parsed.can_build:  # --dry-run of a command that builds nothing: what really runs
+        from composecache.compose import dryrun
+
+        dryrun.render_passthrough([*compose, *args])
+        return 0
+    reader = ProjectReader(parsed, compose, env, settings, output)
+    resolved, facts = reader.read()
+    plan = _plan(facts.tools, settings, output, quiet=isinstance(resolved, resolve.NoCache))
+    if plan.strategy == "passthrough":  # Compose v1: its builds reach the cache through the docker shim only
+        if not (isinstance(resolved, resolve.NoCache) and resolved.said):
+            output.fall_back(plan.warnings[0] if plan.warnings else "this Compose cannot use the cache; "
+                             "building without it")  # fmt: skip
         return _unchanged(compose, args, env, settings, dry_run_status=0)
-    requests, invalid = _requests(model, files, settings, output, reader.identity)
+    if isinstance(resolved, resolve.NoCache):
+        return resolved.status if resolved.status is not None else _passthrough(compose, args, env)
+    requests, followers, invalid = _requests(resolved, settings, output, reader.identity)
     # Seeding fills dockerd's own content store: for the `docker` driver only (a container builder has its own).
     daemon = facts.daemon if facts.tools is not None and facts.tools.builder.driver == "docker" else None
     if plan.strategy == "bake" and facts.tools is not None:
         from composecache.compose import bake
 
-        assert reader.config_yaml is not None  # bake never uses the memo: compose was asked
-        return bake.run(parsed, files, model, requests, plan, facts.tools, settings, output, env,
-                        reader.config_yaml, daemon)  # fmt: skip
-    tool = OverrideTool(parsed, files, compose, model, plan, reader, output, invalid)
+        assert resolved.config_yaml is not None  # bake never uses the memo: compose was asked
+        return bake.run(parsed, resolved.files, resolved.model, requests, plan, facts.tools, settings, output, env,
+                        resolved.config_yaml, daemon, resolved.built)  # fmt: skip
+    tool = OverrideTool(parsed, resolved, followers, compose, plan, reader, output, invalid)
     return cached_build.run(settings, output, requests, tool, env=env, daemon=daemon, export=plan.export,
                             no_export_reason="" if plan.export else "import only",
                             summary=not settings.quiet)  # fmt: skip
@@ -72,101 +77,111 @@ def _compose_command(env: Mapping[str, str], settings: Settings) -> list[str]:
         return ["docker", "compose"]  # only shown: the preview reads the file itself
 
 
-def _project_files(
-    parsed: ComposeArgs, env: Mapping[str, str], settings: Settings, output: Output
-) -> ComposeFiles | None:
-    """The user's compose files, as compose would find them; None when composecache cannot name them."""
-    files = find_files(parsed.files, parsed.project_directory, parsed.env_files, env, Path.cwd())
-    if files.files and "-" not in files.files:
-        return files
-    if files.files:
-        output.warn("compose file from stdin: building without the cache")
-    if settings.dry_run:
-        output.error("no compose file found" if not files.files else "cannot preview a compose file from stdin")
-    return None
-
-
-@dataclass
 class ProjectReader:
-    """The project model (from the memo, else `compose config`) and the session's facts, asked side by side."""
+    """The files, the model for this command (resolve.py) and the session's facts, asked side by side."""
 
-    parsed: ComposeArgs
-    files: ComposeFiles
-    compose: list[str]
-    env: dict[str, str]
-    settings: Settings
-    output: Output
-    memo: Memo = field(init=False)
-    config_argv: list[str] = field(init=False)  # `config` with the user's project flags
-    model_key: str | None = field(init=False, default=None)
-    config_yaml: str | None = field(init=False, default=None)  # compose config's output, when compose was asked
-    identity: runner.Background[SourceIdentity] = field(init=False)
+    def __init__(self, parsed: ComposeArgs, compose: list[str], env: dict[str, str], settings: Settings,
+                 output: Output) -> None:  # fmt: skip
+        self.parsed, self.compose, self.env, self.settings, self.output = parsed, compose, env, settings, output
+        self.cwd = files_mod.logical_cwd(env)
+        self.memo = Memo.from_env(env, writable=not settings.dry_run)
+        self.probe = runner.Background(session_probe.facts, env, self.memo)
+        self.files = resolve.discover(parsed, env, self.cwd, self._compose_version)
+        self.identity = runner.Background(identify, self.files.project_dir, env)  # git, for a checkout
+        self.resolved: resolve.Resolved | None = None
 
-    def __post_init__(self) -> None:
-        self.memo = Memo.from_env(self.env, writable=not self.settings.dry_run)
-        self.config_argv = self.parsed.config_argv(self.files.files)
-        self.identity = runner.Background(identify, self.files.project_dir, self.env)  # git, for a checkout
-        if not self.settings.dry_run:  # --dry-run neither recalls nor writes the project memo: no key
-            self.model_key = model_memo.project_key(self.compose, self.config_argv, self.files,
-                                                    self.parsed.env_files, self.env, Path.cwd())  # fmt: skip
+    def _compose_version(self) -> toolchain.Version | None:
+        tools = self.probe.result().tools
+        return tools.compose_version if tools is not None else None
 
-    def read(self) -> tuple[project.ProjectModel | None, session_probe.Facts]:
-        probe = runner.Background(session_probe.facts, self.env, self.memo)
-        # The preview and bake need the whole model (build sections): only a real override build uses the memo.
-        use_memo = not self.settings.dry_run and self.settings.strategy != "bake"
-        model = model_memo.recall(self.memo, self.model_key) if use_memo else None
-        if model is None:
-            model = self.ask_compose()
-        facts = probe.result()
-        if model is not None and model.remembered:
-            self.output.debug("the compose project is unchanged since composecache last read it (memo)")
+    def read(self) -> tuple[resolve.Resolved | resolve.NoCache, session_probe.Facts]:
+        resolved = resolve.resolve(self.parsed, self.compose, self.env, self.cwd, self.files, self.settings,
+                                   self.output, self.memo)  # fmt: skip
+        facts = self.probe.result()
         if facts.remembered:
             self.output.debug("the tools and the daemon are unchanged since composecache last asked them (memo)")
-        return model, facts
+        if isinstance(resolved, resolve.Resolved):
+            self.resolved = resolved
+        return resolved, facts
 
     def ask_compose(self) -> project.ProjectModel | None:
-        """`compose config` with the user's project flags; the model is remembered for the next run."""
-        result = runner.safe_capture([*self.compose, *self.config_argv], self.env, CONFIG_TIMEOUT_S)
-        model = _load_model(result, self.files, self.settings, self.output)
-        if model is not None:
-            self.config_yaml = result.stdout
-            model_memo.remember(self.memo, self.model_key, model)
+        """`compose config` for composecache's files again (after a failed build); remembered when read."""
+        assert self.resolved is not None
+        result = runner.safe_capture([*self.compose, *self.resolved.config_argv],
+                                        {**self.env, **self.resolved.own_env}, resolve.CONFIG_TIMEOUT_S)  # fmt: skip
+        if result.returncode != 0:
+            return None
+        try:
+            model = project.model_from_config_output(result.stdout)
+        except project.ModelError:
+            return None
+        model_memo.remember(self.memo, self.resolved.model_key, model, self.files.project_dir)
         return model
 
 
-def _plan(tools: toolchain.Toolchain | None, settings: Settings, output: Output) -> versions.Plan:
+def _plan(
+    tools: toolchain.Toolchain | None, settings: Settings, output: Output, *, quiet: bool = False
+) -> versions.Plan:
+    """How compose gets the cache; its warnings are printed unless the run goes on without the cache anyway."""
     plan = versions.plan_for(tools.compose_version if tools else None,
                              tools.builder if tools else toolchain.UNKNOWN_BUILDER, settings.strategy)  # fmt: skip
-    for warning in plan.warnings:
-        output.warn(warning)
+    if plan.strategy != "passthrough" and not quiet:
+        for warning in plan.warnings:
+            output.warn(warning)
     return plan
 
 
 def _requests(
-    model: project.ProjectModel,
-    files: ComposeFiles,
+    resolved: resolve.Resolved,
     settings: Settings,
     output: Output,
     identity: runner.Background[SourceIdentity],
-) -> tuple[list[CacheRequest], bool]:
-    """The cache requests of the services that build; and whether an x-composecache was invalid."""
-    requests = []
+) -> tuple[list[CacheRequest], dict[str, str], bool]:
+    """The cache requests of the services this command builds, the services that only import (they build
+    one image one way with another), and whether an x-composecache was invalid."""
+    model, files = resolved.model, resolved.files
+    requests: dict[str, CacheRequest] = {}  # by scope item: the image's repository, else the service
+    followers: dict[str, str] = {}
     invalid = False
-    for name, service in model.services.items():
-        if not service.builds:
+    identical = model.shared_builds()  # follower -> the first service with the same image and build
+    for name in resolved.built:
+        service = model.services[name]
+        # A service that names its image is cached under the image's name: the services that build one
+        # image share one scope, whichever of them this command loads.
+        item = service.image_repository or name
+        if item in requests and name in identical:
+            followers[name] = requests[item].key
             continue
         service_settings, problems = project.service_settings(service)
         if problems:
             where = project.file_defining(files.files, name, Path.cwd()) or "the compose project"
-            level = output.error if settings.dry_run else output.warn
-            level(f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
-                  + f"; service {name} builds without the cache")  # fmt: skip
+            message = (f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+                       + f"; service {name} builds without the cache")  # fmt: skip
+            if settings.dry_run:
+                output.error(message)
+            else:
+                output.fall_back(message)
             invalid = True
             continue
         if not service_settings.enabled:
+            output.debug(f"{name}: x-composecache.enabled is false: builds without the cache")
             continue
-        requests.append(scopes.request_for(name, service_settings, identity.result(), settings.scope_prefix))
-    return requests, invalid
+        source = scopes.source_for(identity.result(), service, files.project_dir)
+        request = scopes.request_for(item, service_settings, source, settings.scope_prefix)
+        requests.setdefault(item, dataclasses.replace(request, key=name))
+        if requests[item].key != name:  # same image, another build: its own export to the same scope
+            requests[name] = dataclasses.replace(request, key=name)
+    return list(requests.values()), followers, invalid
+
+
+def _with_followers(slots: Mapping[str, CacheSlot], followers: Mapping[str, str]) -> dict[str, CacheSlot]:
+    """The slots, plus one per service that builds the same image the same way as another: import only."""
+    out = dict(slots)
+    for follower, leader in followers.items():
+        slot = slots.get(leader)
+        if slot is not None:
+            out[follower] = CacheSlot(slot.request, cache_from=list(slot.cache_from), extra_from=list(slot.extra_from))
+    return out
 
 
 class OverrideTool(BuildTool):
@@ -175,39 +190,49 @@ class OverrideTool(BuildTool):
     def __init__(
         self,
         parsed: ComposeArgs,
-        files: ComposeFiles,
+        resolved: resolve.Resolved,
+        followers: dict[str, str],
         compose: list[str],
-        model: project.ProjectModel,
         plan: versions.Plan,
         reader: ProjectReader,
         output: Output,
         invalid: bool,
     ) -> None:
-        self.parsed, self.files, self.compose, self.model = parsed, files, compose, model
+        self.parsed, self.resolved, self.followers, self.compose = parsed, resolved, followers, compose
         self.plan, self.reader, self.output, self.invalid = plan, reader, output, invalid
+        self.model = resolved.model
         self.dropped: set[str] = set()  # services a stale remembered project named that compose no longer builds
 
-    def run(self, build: CachedBuild) -> int:
+    def document(self, build: CachedBuild) -> dict[str, object]:
         current = {name: slot for name, slot in build.slots.items() if name not in self.dropped}
-        with override.OverrideFile(override.override_document(current)) as override_file:
-            argv = [*self.compose, *self.parsed.argv(files=[*self.files.files, str(override_file.path)])]
-            self.output.debug(f"running {' '.join(argv)}")
-            return runner.run_foreground(argv, {**self.reader.env, **self.plan.env}, on_tick=build.publish_ready)
+        return override.override_document(_with_followers(current, self.followers))
+
+    def run(self, build: CachedBuild) -> int:
+        with override.OverrideFile(self.document(build)) as override_file:
+            own_files, own_env = self.resolved.argv_env([str(override_file.path)])
+            argv = [*self.compose, *self.parsed.argv(files=own_files)]
+            self.output.debug(f"running {' '.join(argv)}" + "".join(f" ({k}={v})" for k, v in own_env.items()))
+            child_env = {**self.reader.env, **self.plan.env, **own_env}
+            return runner.run_foreground(argv, child_env, on_tick=build.publish_ready)
 
     def preview(self, build: CachedBuild) -> int:
         from composecache.compose import dryrun
 
-        document = override.override_document(build.slots)
+        document = self.document(build)
+        services = document["services"]
+        assert isinstance(services, dict)
         diffs = []
-        for name, service in self.model.services.items():
-            if service.build is not None:
-                after = dryrun.effective_build(service.build, document["services"].get(name, {}).get("build"))
-                diffs.append(dryrun.service_diff(name, service.build, after))
-        notes = build.summary_lines()
+        for name in self.resolved.built:
+            build_section = self.model.services[name].build
+            assert build_section is not None
+            after = dryrun.effective_build(build_section, services.get(name, {}).get("build"))
+            diffs.append(dryrun.service_diff(name, build_section, after))
+        notes = [*dryrun.missing_sources(self.model, self.resolved.built, self.output), *build.summary_lines()]
         if self.model.approximate:
             notes.insert(0, "compose could not be run: the preview read the file without compose and is approximate")
-        argv = [*self.compose, *self.parsed.argv(files=[*self.files.files, "<override>"])]
-        dryrun.render(self.output, diffs, argv, self.plan.env, notes, document)
+        own_files, own_env = self.resolved.argv_env(["<override>"])
+        argv = [*self.compose, *self.parsed.argv(files=own_files)]
+        dryrun.render(self.output, diffs, argv, {**own_env, **self.plan.env}, notes, document)
         return 1 if self.invalid else 0
 
     def stale(self, build: CachedBuild) -> bool:
@@ -240,25 +265,3 @@ def _unchanged(compose: list[str], args: list[str], env: Mapping[str, str], sett
 def _passthrough(compose: list[str], args: list[str], env: Mapping[str, str]) -> int:
     runner.exec_replace([*compose, *args], env)
     return 127  # not reached
-
-
-def _load_model(
-    result: runner.Captured | None, files: ComposeFiles, settings: Settings, output: Output
-) -> project.ProjectModel | None:
-    if result is not None and result.returncode == 0:
-        try:
-            return project.model_from_config_output(result.stdout)
-        except project.ModelError as exc:
-            output.warn(f"could not read `compose config` output ({exc.message}); building without the cache")
-            return None
-    if not settings.dry_run:
-        return None
-    message = (result.stderr.strip() if result is not None else "") or "compose config failed"
-    if len(files.files) == 1 and result is not None and result.returncode == 127:
-        try:
-            return project.model_from_file(Path(files.files[0]))
-        except project.ModelError as exc:
-            output.error(exc.message)
-            return None
-    output.error(message)
-    return None

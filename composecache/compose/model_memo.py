@@ -30,7 +30,7 @@ from composecache.session.memo import Memo, fingerprint
 from composecache.session.memo import stamp as file_stamp
 
 KIND = "project"
-FORMAT = 2  # 2: each service keeps its x-composecache verdict
+FORMAT = 3  # 2: each service keeps its x-composecache verdict; 3: its image, shape and shared builds
 MAX_FILE_BYTES = 8 << 20
 VARIABLE_RE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 # Other files compose would read: not remembered (a top-level `include:`, any `extends`).
@@ -89,10 +89,12 @@ def project_key(
     )  # fmt: skip
 
 
-def to_json(model: ProjectModel) -> dict[str, Any]:
-    services = {name: {"builds": service.builds, "extension": service.extension, "problems": service.problems}
+def to_json(model: ProjectModel, project_dir: Path) -> dict[str, Any]:
+    services = {name: {"builds": service.builds, "extension": service.extension, "problems": service.problems,
+                       "image": service.image_repository if service.builds else None,
+                       "shape": service.shape_digest(project_dir) if service.builds else None}
                 for name, service in model.services.items()}  # fmt: skip
-    return {"name": model.name, "services": services}
+    return {"name": model.name, "services": services, "shared": model.shared_builds()}
 
 
 def from_json(value: Any) -> ProjectModel | None:
@@ -103,22 +105,32 @@ def from_json(value: Any) -> ProjectModel | None:
     for name, entry in value["services"].items():
         if not isinstance(entry, dict):
             return None
+        shape = entry.get("shape")
+        if entry.get("builds") and not isinstance(shape, str):
+            return None
         problems = entry.get("problems")
         if problems is not None and not (isinstance(problems, list) and all(isinstance(p, str) for p in problems)):
             return None
-        services[name] = ServiceModel(name=name, build={} if entry.get("builds") else None, image=None,
-                                      extension=entry.get("extension"), problems=problems)  # fmt: skip
+        image = entry.get("image")
+        services[name] = ServiceModel(name=name, build={} if entry.get("builds") else None,
+                                      image=image if isinstance(image, str) else None,
+                                      extension=entry.get("extension"), problems=problems,
+                                      remembered_shape=shape)  # fmt: skip
     name = value.get("name")
-    return ProjectModel(name=name if isinstance(name, str) else None, services=services, remembered=True)
+    shared = value.get("shared")
+    if not isinstance(shared, dict) or not all(isinstance(v, str) and v in services for v in shared.values()):
+        return None
+    return ProjectModel(name=name if isinstance(name, str) else None, services=services, remembered=True,
+                        remembered_shared=shared)  # fmt: skip
 
 
 def recall(memo: Memo, key: str | None) -> ProjectModel | None:
     return from_json(memo.get(KIND, key)) if key is not None else None
 
 
-def remember(memo: Memo, key: str | None, model: ProjectModel) -> None:
+def remember(memo: Memo, key: str | None, model: ProjectModel, project_dir: Path) -> None:
     if key is not None and not model.approximate:
-        memo.put(KIND, key, to_json(model))
+        memo.put(KIND, key, to_json(model, project_dir))
 
 
 def building(model: ProjectModel) -> dict[str, Any]:

@@ -33,10 +33,38 @@ class ServiceModel:
     image: str | None
     extension: Any = None  # the raw x-composecache value, if any
     problems: list[str] | None = None  # its schema errors (None: not checked yet)
+    remembered_shape: str | None = None  # shape_digest() as remembered
+
+    def shape_digest(self, project_dir: Path) -> str:
+        """A short digest of where the build's context and Dockerfile sit, relative to the project:
+        what tells apart unrelated projects that share a directory name (used without git)."""
+        if self.remembered_shape is not None:
+            return self.remembered_shape
+        import hashlib
+        import json
+        import os
+
+        build = self.build or {}
+        context = str(build.get("context", "."))
+        if "://" not in context and os.path.isabs(context):
+            context = os.path.relpath(context, project_dir)
+        shape = [context, str(build.get("dockerfile", "")), str(build.get("target", ""))]
+        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8]
 
     @property
     def builds(self) -> bool:
         return self.build is not None
+
+    @property
+    def image_repository(self) -> str | None:
+        """The image this service builds, without tag or digest (None: compose names the image itself)."""
+        if not self.image:
+            return None
+        name = self.image.split("@", 1)[0]
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+        return name or None
 
 
 @dataclass
@@ -46,6 +74,29 @@ class ProjectModel:
     approximate: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
     remembered: bool = False  # from the memo (model_memo.py): only whether services build, no build sections
+    remembered_shared: dict[str, str] | None = None  # shared_builds() as remembered
+
+    def shared_builds(self) -> dict[str, str]:
+        """Services that build one image from one identical build section: follower -> the first of them.
+
+        Compose builds such an image once (or again from the session's own build cache): one
+        scope and one export serve them all.
+        """
+        if self.remembered_shared is not None:
+            return dict(self.remembered_shared)
+        import json
+
+        first: dict[str, str] = {}
+        followers = {}
+        for name, service in self.services.items():
+            if not service.image or service.build is None:
+                continue
+            key = json.dumps([service.image, service.build, service.extension], sort_keys=True, default=str)
+            if key in first:
+                followers[name] = first[key]
+            else:
+                first[key] = name
+        return followers
 
 
 def load_yaml(text: str) -> Any:

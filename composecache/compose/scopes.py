@@ -9,9 +9,26 @@ that first, then the default branch's scope.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from composecache.cached_build import CacheRequest
-from composecache.compose.project import ServiceSettings
+from composecache.compose.project import ServiceModel, ServiceSettings
 from composecache.source_identity import SourceIdentity
+
+
+def source_for(identity: SourceIdentity, service: ServiceModel, project_dir: Path) -> SourceIdentity:
+    """The identity a service's scope is named after.
+
+    From git it already names the repository and the project's path inside it.  Without git
+    the directory's name alone would join unrelated projects that share a name such as
+    `docker`: a short digest of where the service's build context and Dockerfile sit,
+    relative to the project, tells them apart and is the same in every session, wherever its
+    copy of the project lives.
+    """
+    if identity.from_git:
+        return identity
+    return dataclasses.replace(identity, name=f"{identity.name}-{service.shape_digest(project_dir)}")
 
 
 def request_for(

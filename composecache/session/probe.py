@@ -163,7 +163,8 @@ def _daemon_to_json(daemon: seeding.DaemonStore | str) -> Any:
     if isinstance(daemon, str):
         return daemon
     return {"address": str(daemon.address), "namespace": daemon.namespace, "ctr": str(daemon.ctr),
-            "content_blobs": str(daemon.content_blobs) if daemon.content_blobs is not None else None}  # fmt: skip
+            "content_blobs": str(daemon.content_blobs) if daemon.content_blobs is not None else None,
+            "snapshotter": daemon.snapshotter}  # fmt: skip
 
 
 def _daemon_from_json(raw: Any) -> seeding.DaemonStore | str:
@@ -172,7 +173,7 @@ def _daemon_from_json(raw: Any) -> seeding.DaemonStore | str:
         return raw
     blobs = Path(raw["content_blobs"]) if raw["content_blobs"] else None
     return seeding.DaemonStore(address=Path(raw["address"]), namespace=str(raw["namespace"]), ctr=Path(raw["ctr"]),
-                               content_blobs=blobs)  # fmt: skip
+                               content_blobs=blobs, snapshotter=str(raw["snapshotter"]))  # fmt: skip
 
 
 def _builder_to_json(builder: toolchain.Builder, daemon: seeding.DaemonStore | str) -> dict[str, Any]:

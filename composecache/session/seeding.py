@@ -85,6 +85,7 @@ class DaemonStore:
     namespace: str
     ctr: Path
     content_blobs: Path | None  # <content root>/blobs/sha256 when writable from here, else None
+    snapshotter: str = ""  # docker info's Driver with the containerd image store ("overlayfs")
 
     def ctr_argv(self, *args: str) -> list[str]:
         return [str(self.ctr), "-a", str(self.address), "-n", self.namespace, *args]
@@ -162,7 +163,8 @@ def _store_from_info(info: Mapping[str, Any], env: Mapping[str, str], ctr: Path)
         with contextlib.suppress(OSError):
             os.makedirs(blobs, mode=0o755, exist_ok=True)
     writable = blobs.is_dir() and os.access(blobs, os.W_OK | os.X_OK)
-    return DaemonStore(address=address, namespace=namespace, ctr=ctr, content_blobs=blobs if writable else None)
+    return DaemonStore(address=address, namespace=namespace, ctr=ctr, content_blobs=blobs if writable else None,
+                       snapshotter=str(info.get("Driver") or ""))  # fmt: skip
 
 
 def find_managed_containerd(content_root: Path, proc: Path = Path("/proc")) -> tuple[Path, Path] | None:

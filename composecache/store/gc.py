@@ -29,6 +29,7 @@ from pathlib import Path
 from composecache.store import scopes
 from composecache.store.layout import Layout
 from composecache.store.naming import is_safe_dirname, safe_dirname
+from composecache.store.pool import POOL_GRACE_S, PoolGcReport, collect_pool
 from composecache.store.roots import BlobFile, Progress, Roots, blob_files, collect_roots, reclaim_dead
 from composecache.store.safefs import TEMP_NAME_RE, remove_tree
 
@@ -52,6 +53,7 @@ class GcReport:
     quarantine_removed: int = 0
     keep_storage: int | None = None
     grace_s: float = 0.0
+    pool: PoolGcReport = field(default_factory=PoolGcReport)
 
     @property
     def fits(self) -> bool:
@@ -137,12 +139,17 @@ def collect_garbage(
     grace_s: float,
     progress: Progress | None = None,
     now: float | None = None,
+    pool_grace_s: float = POOL_GRACE_S,
 ) -> GcReport:
-    """gc proper; the caller holds the store lock."""
+    """gc proper; the caller holds the store lock.
+
+    `grace_s` applies to blobs and scopes; pool trees and the blobs sessions linked follow
+    `pool_grace_s` (a session may run containers on them: see store/pool.py).
+    """
     now = time.time() if now is None else now
     cutoff = now - grace_s
     report = GcReport(keep_storage=keep_storage, grace_s=grace_s)
-    roots = collect_roots(layout, progress)
+    roots = collect_roots(layout, progress, pool_grace_s=pool_grace_s)
     try:
         report.staging_reclaimed = reclaim_dead(roots)
     finally:
@@ -166,6 +173,7 @@ def collect_garbage(
         _evict_lru(roots, sweeper, keep_storage, cutoff, blob_cutoff)
     _expire_quarantine(layout, cutoff, report)
     report.bytes_after = sweeper.total
+    report.pool = collect_pool(layout, set(sweeper.blobs), now=now, pool_grace_s=pool_grace_s)
     return report
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,11 +194,19 @@ def _lease_roots(layout: Layout, roots: Roots) -> None:
             roots.dead_leases.append(path)
 
 
-def collect_roots(layout: Layout, progress: Progress | None = None) -> Roots:
-    """The mark phase (reads only; writers hold the store lock to get a stable picture)."""
+def collect_roots(layout: Layout, progress: Progress | None = None, *, pool_grace_s: float | None = None) -> Roots:
+    """The mark phase (reads only; writers hold the store lock to get a stable picture).
+
+    Blobs a session linked into its daemon (the pool's use records younger than the pool
+    grace) are protected like those of a running build: the session's images point at them.
+    """
+    from composecache.store import pool
+
     roots = Roots()
     _staging_roots(layout, roots)
     _lease_roots(layout, roots)
+    grace = pool.POOL_GRACE_S if pool_grace_s is None else pool_grace_s
+    roots.protected |= pool.use_records(layout, time.time(), grace).blobs
     _scope_roots(layout, roots, progress)
     return roots
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from composecache.store import scopes
 from composecache.store.layout import Layout
+from composecache.store.pool import PoolStats, pool_stats
 from composecache.store.roots import Progress, blob_files, collect_roots
 from composecache.store.scopes import QuarantineEntry
 
@@ -44,6 +45,7 @@ class StoreStats:
     imports_live: int = 0
     scopes: list[ScopeStats] = field(default_factory=list)
     quarantine: list[QuarantineEntry] = field(default_factory=list)
+    pool: PoolStats = field(default_factory=PoolStats)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,7 @@ class StoreStats:
             "in_flight_bytes": self.in_flight_bytes,
             "staging": {"live": self.staging_live, "dead": self.staging_dead},
             "imports_live": self.imports_live,
+            "pool": self.pool.to_json(),
             "scopes": [
                 {
                     "name": scope.name,
@@ -112,4 +115,5 @@ def store_stats(layout: Layout, progress: Progress | None = None) -> StoreStats:
         stats.scopes.append(ScopeStats(name, scope_dir.name, 0, 0, scopes.last_used(scope_dir) or None, detail))
     stats.scopes.sort(key=lambda s: (-(s.last_used or 0), s.name))
     stats.quarantine = scopes.quarantine_entries(layout)
+    stats.pool = pool_stats(layout)
     return stats

@@ -394,13 +394,21 @@ class Store:
         if not self.writable:
             raise CacheUnavailable(f"cannot {what}: the cache at {self.base} is read-only")
 
-    def gc(self, keep_storage: int | None = None, grace_s: float = 0.0, progress: Progress | None = None) -> GcReport:
-        """Mark-and-sweep, then LRU eviction down to keep_storage bytes (see gc.py)."""
+    def gc(
+        self,
+        keep_storage: int | None = None,
+        grace_s: float = 0.0,
+        progress: Progress | None = None,
+        pool_grace_s: float | None = None,
+    ) -> GcReport:
+        """Mark-and-sweep, then LRU eviction down to keep_storage bytes, then the pool (see gc.py)."""
         self._require_writable("collect garbage")
         with self.locked(wait_forever=True):
             from composecache.store.gc import collect_garbage
+            from composecache.store.pool import POOL_GRACE_S
 
-            return collect_garbage(self.layout, keep_storage=keep_storage, grace_s=grace_s, progress=progress)
+            return collect_garbage(self.layout, keep_storage=keep_storage, grace_s=grace_s, progress=progress,
+                                   pool_grace_s=POOL_GRACE_S if pool_grace_s is None else pool_grace_s)  # fmt: skip
 
     def prune(self, scope: str) -> PruneReport:
         """Remove one scope and the blobs no other scope or running build uses."""

@@ -44,6 +44,7 @@ class VerifyReport:
     bytes_hashed: int = 0
     problems: list[Problem] = field(default_factory=list)
     quarantined: list[Path] = field(default_factory=list)
+    pool_entries_checked: int = 0
     quarantine: list[scopes.QuarantineEntry] = field(default_factory=list)
 
     @property
@@ -190,5 +191,19 @@ def verify_store(
             report.problems = _problems(walk)
             if locked is not None:
                 _quarantine(layout, walk, report)
+    _verify_pool(layout, deep, locked, report)
     report.quarantine = scopes.quarantine_entries(layout)
     return report
+
+
+def _verify_pool(
+    layout: Layout, deep: bool, locked: Callable[[], AbstractContextManager[object]] | None, report: VerifyReport
+) -> None:
+    """The pool's entries (store/pool.py); deep: each tree compared with its blob.  Bad ones move aside."""
+    from composecache.store.pool import verify_pool
+
+    with locked() if locked is not None else contextlib.nullcontext():
+        issues, checked = verify_pool(layout, deep=deep, quarantine=locked is not None)
+    report.pool_entries_checked = checked
+    for issue in issues:
+        report.problems.append(Problem(None, issue.chain_id, f"pool {issue.kind}", issue.detail))

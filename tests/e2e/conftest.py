@@ -16,6 +16,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+@pytest.fixture(autouse=True)
+def strict_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every e2e test runs composecache with COMPOSECACHE_STRICT=1 (a fallback or an internal error
+    raises, so no test can pass on the fail-open path), unless it is marked `fail_open`: it tests
+    that path itself.  Sessions and helpers build their environments from os.environ."""
+    if request.node.get_closest_marker("fail_open") is None:
+        monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
+    else:
+        monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
+
+
 @pytest.fixture(scope="session")
 def rootfs_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return harness.make_rootfs_tar(tmp_path_factory.mktemp("rootfs") / "rootfs.tar")
@@ -64,7 +75,7 @@ def lab(tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, rootfs_tar: Path) -> Path:
-    """A store holding one published scope (`faults/app`), built once per module; tests copy it."""
+    """A store holding one published scope (faultkit.SCOPE), built once per module; tests copy it."""
     base = tmp_path_factory.mktemp("template")
     maker = Lab(base, rootfs_tar, base / "cache")
     with harness.sessions(f"{_module_prefix(request)}tpl-") as group:

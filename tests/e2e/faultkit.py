@@ -27,7 +27,18 @@ from typing import Any
 from tests.e2e import harness
 
 FIXTURE = "faults"
-SCOPE = "faults/app"  # the `app` service of fixtures/faults copied to a directory named `faults`
+
+
+def _no_git_scope(directory: str, service: str, context: str) -> str:
+    """The scope of a service of a project that is no git checkout: the directory's name, a digest of
+    where the build sits in the project (compose/scopes.py), the service."""
+    from composecache.compose.project import ServiceModel
+
+    build = {"context": f"/p/{directory}/{context}", "dockerfile": "Dockerfile"}  # as `compose config` prints it
+    return f"{directory}-{ServiceModel(service, build, None).shape_digest(Path('/p', directory))}/{service}"
+
+
+SCOPE = _no_git_scope("faults", "app", "app")  # the `app` service of fixtures/faults copied to `faults`
 
 
 @dataclass

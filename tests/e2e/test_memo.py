@@ -40,7 +40,7 @@ def test_the_memo_skips_the_helper_commands_and_never_a_build(
     assert PROJECT_MEMO not in first.output and PROBE_MEMO not in first.output
     assert _exported(first.output) == DEFAULT_SERVICES, first.output
     entries = sorted(path.name.split("-")[0] for path in memo_dir.iterdir())
-    assert entries == ["probe", "project"]
+    assert entries == ["discovery", "probe", "project"]  # discovery: the self-check's verdict
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in memo_dir.iterdir())
     assert memo_dir.stat().st_mode & 0o777 == 0o700
 
@@ -67,7 +67,7 @@ def test_a_stale_memo_never_fails_a_build(memo_lab: tuple[harness.Session, Path,
     _cc(a, cache_dir, project, "build")
     (entry,) = memo_dir.glob("project-*.json")
     data = json.loads(entry.read_text())
-    data["value"]["services"]["ghost"] = {"builds": True, "extension": None}
+    data["value"]["services"]["ghost"] = {"builds": True, "extension": None, "image": None, "shape": "0" * 8}
     entry.write_text(json.dumps(data))
 
     run = _cc(a, cache_dir, project, "build")

@@ -49,6 +49,9 @@ from tests.e2e.faultkit import (
     warnings,
 )
 
+# Attacks: these tests check the fail-open path itself (one warning, then a normal build).
+pytestmark = pytest.mark.fail_open
+
 PLAIN = ("--progress", "plain")
 
 

@@ -1,5 +1,7 @@
 """Seeding the session daemon's content store (composecache/session/seeding.py) against real daemons.
 
+With COMPOSECACHE_POOL=0: the layer pool links blobs itself; seeding is what remains without it.
+
 A fresh session imports a cache whose layers composecache copied into its
 daemon beforehand: every step is CACHED, no layer comes through the build
 session, the image is the same, and nothing of composecache's stays pinned
@@ -44,7 +46,9 @@ def _project(tmp_path: Path, rootfs_tar: Path) -> Path:
 
 
 def _up(session: harness.Session, cache_dir: Path, project: Path, name: str, *own: str, **extra: str) -> harness.Result:
-    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", **extra}
+    # The layer pool links the blobs itself (tests/e2e/test_pool.py): these tests are about seeding alone,
+    # the path the pool falls back to.
+    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", "COMPOSECACHE_POOL": "0", **extra}
     return harness.composecache(session, "-v", *own, "-p", name, "--progress", "plain", "up", "--build", "-d",
                                 cwd=project, extra_env=env)  # fmt: skip
 
@@ -87,7 +91,7 @@ def test_seeded_new_session_imports_without_the_build_session(
 
 def test_docker_build_seeds_too(sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path) -> None:
     project = _project(tmp_path, rootfs_tar)
-    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": ""}
+    env = {"COMPOSECACHE_DIR": str(cache_dir), "COMPOSECACHE_SCOPE_PREFIX": "", "COMPOSECACHE_POOL": "0"}
     build = ("-v", "docker", "build", "--progress", "plain", "--network", "none", "-t", "seedimg", ".")
     a = sessions.start("stable")
     harness.composecache(a, *build, cwd=project, extra_env=env)

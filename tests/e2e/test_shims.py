@@ -52,6 +52,7 @@ def test_compose_through_the_shims_is_fully_cached_in_a_fresh_session(
 
 
 @pytest.mark.parametrize("leg", ["stable", "latest"])
+@pytest.mark.fail_open  # Compose v1 cannot use the cache itself: one line, then its builds reach the docker shim
 def test_compose_v1_builds_reach_the_cache_through_the_docker_shim(
     leg: str, sessions: harness.Sessions, tmp_path: Path, rootfs_tar: Path, cache_dir: Path
 ) -> None:

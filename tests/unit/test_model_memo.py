@@ -85,7 +85,7 @@ def test_the_memo_keeps_no_build_args(project: Path, tmp_path: Path) -> None:
     config = COMPOSE.replace("${API_TOKEN}", "s3cr3t-value")
     model = model_from_config_output(config)
     memo = Memo(tmp_path / "memo")
-    model_memo.remember(memo, "k" * 64, model)
+    model_memo.remember(memo, "k" * 64, model, project)
     stored = "".join(path.read_text() for path in (tmp_path / "memo").iterdir())
     assert "s3cr3t" not in stored and "postgres" not in stored
     recalled = model_memo.recall(memo, "k" * 64)

@@ -76,7 +76,7 @@ def test_only_building_services_are_checked_and_only_when_compose_is_asked(
     model = project.model_from_config_output(CONFIG)
     assert len(checked) == 2, "api and web (db does not build)"
     memo = Memo(tmp_path / "memo")
-    model_memo.remember(memo, "k" * 64, model)
+    model_memo.remember(memo, "k" * 64, model, tmp_path)
     remembered = model_memo.recall(memo, "k" * 64)
     assert remembered is not None and remembered.remembered
     for name in ("api", "web"):
