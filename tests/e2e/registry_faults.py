@@ -1,7 +1,7 @@
 """A fault injector on loopback between composecache / BuildKit and a real registry.
 
 Not a mock registry: in `blobs500` mode it forwards every request to the real
-registry (scripts/registrylib.py) except blob downloads, which fail; the other
+registry (scripts/registrylib.py) except layer downloads, which fail; the other
 modes stand for a broken registry: `500` answers every request with HTTP 500,
 `garbage` answers with bytes that are not HTTP, `hang` accepts and never answers.
 """
@@ -18,10 +18,15 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("500", "garbage", "hang", "blobs500")
+LAYER_MIN = 16 * 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # dockerd tries HTTPS first even for a loopback registry, and falls back to plain HTTP only when
+    # the answer starts with "HTTP/": the stdlib's default (HTTP/0.9) answers a TLS hello with a bare
+    # body, which made BuildKit give up on the registry instead.
+    default_request_version = "HTTP/1.0"
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -35,22 +40,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if mode == "blobs500" and self.command == "GET" and "/blobs/sha256:" in self.path:
-            self.send_response(500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
         upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in {"connection", "content-length"}}
             upstream.request(self.command, self.path, body=body, headers=headers)
             answer = upstream.getresponse()
             data = answer.read()
+            if mode == "blobs500" and self.command == "GET" and "/blobs/sha256:" in self.path and len(data) > LAYER_MIN:
+                self.send_response(500)  # a layer (a cache config is a few kB): the registry fails mid-build
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(answer.status)
             for key, value in answer.getheaders():
                 if key.lower() not in {"connection", "content-length", "transfer-encoding"}:
                     self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
+            # A HEAD answer names the size of what a GET would send (BuildKit sizes its read by it).
+            size = answer.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", size or str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
