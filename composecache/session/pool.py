@@ -132,6 +132,15 @@ class Registrar:
         self._check_usable()
         cleanup = runner.Background(self._remove_stale_roots)
         existing = self._snapshot_keys()
+        if all(layer.chain_id in existing for layer in layers):
+            # Every chain is there already (an earlier build of this session): the images that
+            # hold them keep them, so there is nothing to pin, register or link.  Only the use
+            # record is refreshed (the gc rule); this is the path of every same-session rebuild.
+            cleanup.result()
+            self.report.present = len(layers)
+            self._record_use({layer.chain_id for layer in layers}, [])
+            self.report.seconds = time.monotonic() - started
+            return self.report
         self._pin(layers)
         cleanup.result()
         # Entries first, parents before children (a fill reads its parents' trees); then the
@@ -167,12 +176,16 @@ class Registrar:
             blobs_linked = [layer.blob.digest for layer, linked in links if linked.result()]
         self.report.registered = len(registered)
         usable = (usable - {c.chain_id for c in to_register}) | registered
+        self._record_use(usable, blobs_linked)
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _record_use(self, chains: set[str], blobs_linked: list[str]) -> None:
+        """Tell gc that this session uses these trees (and the blobs it linked) now."""
         if self.fill:
             with contextlib.suppress(OSError):
                 store_pool.record_use(self.pool, store_pool.session_id(str(self.daemon.address)),
-                                      sorted(usable), blobs_linked)  # fmt: skip
-        self.report.seconds = time.monotonic() - started
-        return self.report
+                                      sorted(chains), blobs_linked)  # fmt: skip
 
     # --- the daemon side ---
 
