@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, report, xl
+from bench import overhead, remote, report, xl
 from bench.harness import (
     IMAGES,
     PYTHON,
@@ -180,6 +180,12 @@ def flagship(options: argparse.Namespace, results: dict[str, Any], step: Any) ->
         # 6. shim
         results["shim_passthrough"] = shim_passthrough(bench)
         step(f"shim passthrough {results['shim_passthrough'].get('value_ms')} ms")
+
+        # 7. the registry tier: host 1's store pushed to the bench's registry, then fresh sessions on
+        # new hosts (empty cache directories) build through it
+        if options.remote_runs > 0:
+            results["remote"] = remote.measure(bench, options.remote_runs)
+            step(f"remote: warm first build on a new host {results['remote']['warm_new_host_s']}s")
     results.update(report.headline(results))
 
 
@@ -188,8 +194,8 @@ def xl_section(options: argparse.Namespace, results: dict[str, Any], step: Any) 
                                options.xl_nopool_runs, options.xl_tarball_runs, step)  # fmt: skip
 
 
-# The sections of one run, in order; each adds its keys to the results (a registry cache row between
-# hosts goes here as one more section, and into report.SECTION_ROWS).
+# The sections of one run, in order; each adds its keys to the results (the flagship's includes the
+# registry tier's `remote` row, rendered by report.SECTION_ROWS).
 SECTIONS: dict[str, Any] = {"flagship": flagship, "xl": xl_section}
 
 
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-runs", type=int, default=3, help="fresh sessions per warm variant (default 3)")
     parser.add_argument("--overhead-runs", type=int, default=15, help="runs for overhead_ms (default 15)")
     parser.add_argument("--tarball-runs", type=int, default=3)
+    parser.add_argument("--remote-runs", type=int, default=2, help="fresh new hosts through the registry (0: none)")
     parser.add_argument("--xl-scale", type=float, default=xl.default_scale(),
                         help=f"XL sizes and file counts times this (default ${xl.SCALE_ENV} or 1)")  # fmt: skip
     parser.add_argument("--xl-warm-runs", type=int, default=3, help="XL: fresh sessions with the pool (default 3)")

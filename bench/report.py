@@ -243,8 +243,27 @@ def xl_markdown(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def remote_markdown(results: dict[str, Any]) -> list[str]:
+    """The registry tier's row, next to the local warm new session and `docker load` of the same stack."""
+    remote = results["remote"]
+    return [
+        "## Registry tier (flagship stack)",
+        "",
+        "| key | what | median | runs |",
+        "|---|---|---:|---|",
+        f"| `remote.warm_new_host_s` | fresh session on a new host (empty local store), every layer from the "
+        f"registry | {_fmt(remote['warm_new_host_s'], ' s')} | {', '.join(str(x) for x in remote['runs_s'])} |",
+        f"| `warm_new_session_s` | fresh session on the same host (local store) | "
+        f"{_fmt(results.get('warm_new_session_s'), ' s')} | |",
+        f"| `tarball_s` | `docker load` + `compose up -d` | {_fmt(results.get('tarball_s'), ' s')} | |",
+        "",
+        f"Host 1's push after its build: {remote['fill'].get('push_line') or 'no push line'}.",
+        "",
+    ]
+
+
 # Renderers of the sections a run may hold, in order (bench/flagship.py's SECTIONS adds the keys).
-SECTION_ROWS: dict[str, Any] = {"cold_s": flagship_markdown, "xl": xl_markdown}
+SECTION_ROWS: dict[str, Any] = {"cold_s": flagship_markdown, "remote": remote_markdown, "xl": xl_markdown}
 
 
 def markdown(results: dict[str, Any], chart_name: str = "latest.png") -> str:
