@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composecache.compose import dotenv
 from composecache.session.toolchain import Version
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
@@ -179,6 +178,8 @@ class _Pass:
             self.env_files = [default]
 
     def read_env_files(self) -> dict[str, str]:
+        from composecache.compose import dotenv  # its patterns cost ~3 ms to compile; a memo hit reads no .env
+
         self.inputs.extend(self.env_files)
         paths = [Path(_abs(name, self.cwd)) for name in self.env_files]
         try:
