@@ -46,6 +46,7 @@ from bench.harness import (
     phases,
     run_steps,
     store_stats,
+    tarball,
     tool_versions,
 )
 
@@ -84,18 +85,6 @@ def warm_new_session(bench: Bench, label: str, variant: str) -> tuple[Timed, dic
             "phases": phases(timed.log),
             "breakdown": breakdown(timed),
         }
-    finally:
-        bench.stop(session)
-
-
-def tarball(bench: Bench, label: str, images_tar: Path) -> tuple[float, float]:
-    session = bench.start(label)
-    try:
-        load = bench.run(session, f"{label}-load", ["docker", "load", "-i", str(images_tar)])
-        up = bench.compose(session, f"{label}-up", "up", "-d", "--no-build")
-        if bench.running_services(session) != len(IMAGES):
-            raise BenchError(f"{label}: services not running after docker load + up")
-        return load.seconds, up.seconds
     finally:
         bench.stop(session)
 

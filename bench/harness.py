@@ -399,3 +399,16 @@ def data_root_bytes(session: sandboxlib.Session) -> int:
         return int(result.stdout.split()[0])
     except (IndexError, ValueError):
         return -1
+
+
+def tarball(bench: Bench, label: str, images_tar: Path) -> tuple[float, float]:
+    """What a user would do instead: `docker load` of saved images, then `compose up -d`, in a fresh session."""
+    session = bench.start(label)
+    try:
+        load = bench.run(session, f"{label}-load", ["docker", "load", "-i", str(images_tar)])
+        up = bench.compose(session, f"{label}-up", "up", "-d", "--no-build")
+        if bench.running_services(session) != len(bench.stack.images):
+            raise BenchError(f"{label}: services not running after docker load + up")
+        return load.seconds, up.seconds
+    finally:
+        bench.stop(session)

@@ -44,6 +44,7 @@ from bench.harness import (
     data_root_bytes,
     run_steps,
     store_stats,
+    tarball,
 )
 
 SCALE_ENV = "COMPOSECACHE_BENCH_XL_SCALE"
@@ -180,18 +181,6 @@ def warm_new_session(bench: Bench, label: str, pool: bool) -> tuple[Timed, dict[
             "data_root_growth_bytes": after - before,
             "pool_lines": [line for line in timed.output.splitlines() if "pool" in line.lower()][-5:],
         }
-    finally:
-        bench.stop(session)
-
-
-def tarball(bench: Bench, label: str, images_tar: Path) -> tuple[float, float]:
-    session = bench.start(label)
-    try:
-        load = bench.run(session, f"{label}-load", ["docker", "load", "-i", str(images_tar)])
-        up = bench.compose(session, f"{label}-up", "up", "-d", "--no-build")
-        if bench.running_services(session) != len(bench.stack.images):
-            raise BenchError(f"{label}: services not running after docker load + up")
-        return load.seconds, up.seconds
     finally:
         bench.stop(session)
 
