@@ -19,11 +19,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from composecache.remote.client import RegistryClient, RemoteError
+from composecache.remote.client import (
+    GARBAGE,
+    SERVER,
+    TIMEOUT,
+    TRANSFER_TIMEOUT_S,
+    UNREACHABLE,
+    RegistryClient,
+    RemoteError,
+)
 from composecache.remote.config import parse_remote
 from composecache.remote.naming import scope_tag
 from composecache.store import oci
@@ -31,6 +39,10 @@ from composecache.store.layout import Layout
 
 MIN_WAIT_S = 2.0
 PUSH_DEADLINE_S = 1800.0  # the detached push stops starting scopes after this (each request has its own timeouts)
+# A registry busy with other hosts' pushes answers a request late or with a 5xx now and then; the
+# detached push is off the build's path, so it tries a scope again (what is uploaded stays uploaded).
+RETRY_DELAYS_S = (1.0, 3.0)
+TRANSIENT = frozenset({TIMEOUT, SERVER, GARBAGE, UNREACHABLE})
 
 
 @dataclass
@@ -64,6 +76,19 @@ def push_manifest(layout: Layout, client: RegistryClient, tag: str, digest: str,
         result.uploaded_bytes += size
     client.put_manifest(tag, data, _media_type(data))
     result.scopes += 1
+
+
+def push_with_retries(layout: Layout, client: RegistryClient, tag: str, digest: str, result: PushResult,
+                      sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    """push_manifest, again after a transient failure (RETRY_DELAYS_S); the last error is raised."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            push_manifest(layout, client, tag, digest, result)
+            return
+        except RemoteError as exc:
+            if exc.kind not in TRANSIENT or delay is None:
+                raise
+        sleep(delay)
 
 
 def _media_type(manifest: bytes) -> str:
@@ -101,7 +126,7 @@ def run_job(job: PushJob, env: Mapping[str, str]) -> PushResult:
     result = PushResult()
     remote = parse_remote(job.remote, insecure=job.insecure)
     try:
-        client = RegistryClient(remote, credentials.lookup(remote.registry, env))
+        client = RegistryClient(remote, credentials.lookup(remote.registry, env), timeout=TRANSFER_TIMEOUT_S)
     except credentials.CredentialsError as exc:
         result.errors.append(str(exc))
         result.error_kind = "auth"
@@ -116,7 +141,7 @@ def run_job(job: PushJob, env: Mapping[str, str]) -> PushResult:
         if spec is None:
             continue
         try:
-            push_manifest(store.layout, client, scope_tag(scope, job.namespace), spec.digest, result)
+            push_with_retries(store.layout, client, scope_tag(scope, job.namespace), spec.digest, result)
         except RemoteError as exc:
             result.errors.append(exc.message)
             result.error_kind = result.error_kind or exc.kind

@@ -24,13 +24,15 @@ from pathlib import Path
 from composecache.errors import UsageError
 from composecache.output import Output
 from composecache.remote import credentials
-from composecache.remote.client import RegistryClient, RemoteError
+from composecache.remote.client import GARBAGE, SERVER, RegistryClient, RemoteError
 from composecache.remote.config import Remote, parse_remote
 from composecache.remote.naming import scope_tag
 from composecache.remote.push import MIN_WAIT_S, BackgroundPush, PushJob, PushResult
 from composecache.settings import Settings
 
 PROBE_DEADLINE_S = 5.0  # the whole look at the registry before a build, however many scopes
+PROBE_RETRIED = frozenset({SERVER, GARBAGE})  # tried once more (a timeout would only spend the deadline)
+PROBE_RETRY_DELAY_S = 0.2
 STAGING_ENTRIES_OF_OURS = {"blobs"}
 
 
@@ -111,10 +113,15 @@ class RemoteTier:
         results: dict[str, str | RemoteError | None] = {}
 
         def one(scope: str) -> None:
-            try:
-                results[scope] = client.manifest_digest(scope_tag(scope, self.namespace))
-            except RemoteError as exc:
-                results[scope] = exc
+            for attempt in range(2):  # a registry busy rewriting this tag (another host's push) may answer 5xx once
+                try:
+                    results[scope] = client.manifest_digest(scope_tag(scope, self.namespace))
+                    return
+                except RemoteError as exc:
+                    results[scope] = exc
+                    if exc.kind not in PROBE_RETRIED or attempt:
+                        return
+                time.sleep(PROBE_RETRY_DELAY_S)
 
         threads = [threading.Thread(target=one, args=(scope,), daemon=True) for scope in wanted]
         for thread in threads:

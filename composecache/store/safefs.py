@@ -154,8 +154,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE, *, durabl
         _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n")
+def atomic_write_json(path: Path, value: Any, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n", durable=durable)
 
 
 def create_exclusive(path: Path, data: bytes = b"", mode: int = FILE_MODE) -> int:

@@ -195,16 +195,25 @@ def ensure_scope_dir(layout: Layout, scope_dir: Path) -> None:
             os.close(fd)
 
 
-def write_index(scope_dir: Path, manifest: oci.Descriptor) -> None:
-    atomic_write_bytes(scope_dir / INDEX, oci.scope_index_json(manifest))
+def write_index(scope_dir: Path, manifest: oci.Descriptor) -> bool:
+    """Point the scope at `manifest` (durably); False when it already did (a warm rebuild: no write)."""
+    data = oci.scope_index_json(manifest)
+    with contextlib.suppress(OSError):
+        if read_small_file(scope_dir / INDEX) == data:
+            return False
+    atomic_write_bytes(scope_dir / INDEX, data)
+    return True
 
 
 def write_record(scope_dir: Path, name: str, *, published: bool, now: float | None = None) -> None:
+    """The scope's last use (gc's LRU order). Not fsynced: a crash loses at most a recent use, and
+    gc then goes by the index's mtime; two fsyncs per scope and build cost tens of ms (measured)."""
     now = time.time() if now is None else now
     old = read_record(scope_dir)
     atomic_write_json(
         scope_dir / RECORD,
         {"name": name, "last_used": now, "published": now if published else old.published},
+        durable=False,
     )
 
 

@@ -49,6 +49,13 @@ class Result:
     def output(self) -> str:
         return self.stdout + self.stderr
 
+    @property
+    def report(self) -> str:
+        """An assertion message that leads with what matters: the exit code and every line that is not
+        BuildKit's progress (composecache's own lines, compose's errors), then the whole output."""
+        own = [line for line in self.output.splitlines() if line.strip() and not line.startswith("#")]
+        return f"exit {self.returncode}; non-progress lines:\n" + "\n".join(own[-40:]) + "\n--- output\n" + self.output
+
 
 def run(
     argv: Sequence[str],

@@ -118,7 +118,7 @@ def cache_cli(session: harness.Session, cache_dir: Path, *args: str) -> harness.
 
 def stats_json(session: harness.Session, cache_dir: Path) -> dict[str, object]:
     result = cache_cli(session, cache_dir, "stats", "--json")
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 

@@ -60,7 +60,7 @@ PLAIN = ("--progress", "plain")
 
 
 def _fully_cached(result: harness.Result) -> None:
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     harness.assert_all_run_steps_cached(result.output, at_least=2)
 
 
@@ -78,7 +78,7 @@ def _single_warning(result: harness.Result, *needles: str) -> str:
 def test_missing_cache_dir_is_created_and_used(lab: Lab, shared: harness.Session) -> None:
     lab.cache_dir = lab.tmp / "not" / "there" / "yet"
     result = lab.cc(shared, "-p", "m", "build", "app")
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     assert warnings(result) == []
     assert summary(result)["app"].endswith("; exported")
     assert oct(os.stat(lab.cache_dir).st_mode & 0o7777) == oct(0o2775)
@@ -110,7 +110,7 @@ def test_cache_dir_removed_during_the_build(lab: Lab, sessions: harness.Sessions
             proc.kill()
             proc.wait()
     result = harness.Result(proc.returncode, out, err)
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     _single_warning(result, "slow: cache export not published")
     lab.assert_sound(session)  # opening the store again re-creates what is missing
 
@@ -122,7 +122,7 @@ def test_unwritable_cache_dir(how: str, lab: Lab, sessions: harness.Sessions, te
         (lab.tmp / "a-file").write_text("not a directory\n")
         lab.cache_dir = lab.tmp / "a-file" / "cache"
         result = lab.cc(session, "-p", "u", "build", "app")
-        assert result.returncode == 0, result.output
+        assert result.returncode == 0, result.report
         _single_warning(result, "cache unavailable", "building without it")
         assert summary(result)["app"].endswith("not exported (cache unavailable)")
         assert (lab.tmp / "a-file").read_text() == "not a directory\n"
@@ -134,7 +134,7 @@ def test_unwritable_cache_dir(how: str, lab: Lab, sessions: harness.Sessions, te
         result = lab.cc(session, "-p", "u", *PLAIN, "build", "app")
         after = tree_state(lab.cache_dir)
         code, report = lab.verify(session)
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     _single_warning(result, "not writable: import only")
     if how == "immutable-populated-store":
         _fully_cached(result)
@@ -163,7 +163,7 @@ def test_full_disk_during_export(lab: Lab, sessions: harness.Sessions) -> None:
     with tmpfs(lab.tmp / "tiny", "400k") as tiny:
         lab.cache_dir = tiny / "cache"
         result = lab.cc(session, "-p", "full", "build", "app")
-        assert result.returncode == 0, result.output
+        assert result.returncode == 0, result.report
         assert "no space left on device" in result.output
         _single_warning(result, "app", "export")
         assert staging_leftovers(lab.cache_dir) == []
@@ -200,7 +200,7 @@ def test_damaged_index(damage: str, lab: Lab, sessions: harness.Sessions, templa
     index = scope_dirs(lab.cache_dir)[0] / "index.json"
     index.write_bytes(INDEX_DAMAGE[damage](index.read_bytes()))
     result = lab.cc(session, "-p", "d", "build", "app")
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     _single_warning(result, "corrupt", "quarantine")
     assert summary(result)["app"] == f"scope {SCOPE}: cold (nothing to import); exported"
     lab.assert_sound(session)
@@ -254,7 +254,7 @@ def test_damaged_blob(damage: str, lab: Lab, sessions: harness.Sessions, templat
     copy_store(template, lab.cache_dir)
     _damage_blob(lab.cache_dir, damage)
     result = lab.cc(session, "-p", "b", "build", "app")
-    assert result.returncode == 0, result.output  # without composecache: 0
+    assert result.returncode == 0, result.report  # without composecache: 0
     # one warning; seeding the daemon and the layer pool (optimisations) may add a line each when they meet the blob
     optimisations = ("composecache: warning: seeding:", "composecache: warning: pool:")
     assert len([w for w in warnings(result) if not w.startswith(optimisations)]) == 1, result.stderr
@@ -304,7 +304,7 @@ def test_staging_left_by_a_build_killed_mid_export(lab: Lab, sessions: harness.S
     # the next build in a fresh session is unaffected, and never publishes the dead staging
     fresh = sessions.start()
     result = lab.cc(fresh, "-p", "n", "--profile", "slow", "build", "slow")
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     assert warnings(result) == []
     assert summary(result)["slow"].endswith("; exported")
     gc = json.loads(lab.cache(fresh, "gc", "--json").stdout)
@@ -362,7 +362,7 @@ def test_composecache_killed_during_publish(point: str, lab: Lab, sessions: harn
     fresh = sessions.start()
     started = time.monotonic()
     result = lab.cc(fresh, "-p", "next", *PLAIN, "build", "app")
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     assert warnings(result) == [], result.stderr
     assert time.monotonic() - started < 60, "the next build waited for a lock"
     if KILL_POINTS[point] == "published":
@@ -534,7 +534,7 @@ def test_compose_or_buildx_missing_or_too_old(case: str, lab: Lab, shared: harne
         assert plain.returncode != 0
         assert wrapped.stderr.strip().endswith(plain.stderr.strip()), wrapped.stderr
     else:
-        assert plain.returncode == 0, plain.output
+        assert plain.returncode == 0, plain.report
     if not exports:  # import only: it may record the use (scope.json, a lease), never publish
         after = tree_state(lab.cache_dir)
         assert [line for line in changed(before, after) if "index.json" in line or "/blobs/" in line] == []

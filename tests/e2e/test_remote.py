@@ -73,13 +73,13 @@ def test_two_hosts_share_through_the_registry(
     lab.project(FIXTURE)
     host1, host2 = lab.tmp / "host1", lab.tmp / "host2"
     cold = _build(lab, sessions.start(leg), host1, registry.host, **STRICT)
-    assert cold.returncode == 0, cold.output
+    assert cold.returncode == 0, cold.report
     assert all("cold" in line and line.endswith("; exported") for line in summary(cold).values()), cold.stderr
     assert "pushed 4 scope(s)" in cold.stderr, cold.stderr
     assert len(_tags(registry)) == 4
 
     fresh = _build(lab, sessions.start(leg), host2, registry.host, **STRICT)
-    assert fresh.returncode == 0, fresh.output
+    assert fresh.returncode == 0, fresh.report
     harness.assert_all_run_steps_cached(fresh.output, at_least=5)
     lines = summary(fresh)
     assert set(lines) == SERVICES
@@ -88,7 +88,7 @@ def test_two_hosts_share_through_the_registry(
 
     registrylib.stop(registry)  # host 2 holds the scopes now: a third session needs no registry
     third = _build(lab, sessions.start(leg), host2, registry.host, **FAIL_OPEN)
-    assert third.returncode == 0, third.output
+    assert third.returncode == 0, third.report
     harness.assert_all_run_steps_cached(third.output, at_least=5)
     assert all(line.startswith(f"scope shop/{name}: import from shop/{name};")
                for name, line in summary(third).items()), third.stderr  # fmt: skip
@@ -105,7 +105,7 @@ def test_docker_build_through_the_registry(lab: Lab, sessions: harness.Sessions,
     cold = lab.cc(host1, *args, cwd=context, cache_dir=lab.tmp / "h1", env=env)
     assert cold.returncode == 0 and "pushed 1 scope(s)" in cold.stderr, cold.output
     warm = lab.cc(host2, *args, cwd=context, cache_dir=lab.tmp / "h2", env=env)
-    assert warm.returncode == 0, warm.output
+    assert warm.returncode == 0, warm.report
     assert "import from registry" in warm.stderr, warm.stderr
     # BuildKit sometimes shows a RUN step served from a registry cache as the download of its layers
     # (the image export fetches them lazily) instead of `CACHED`.  The image's layers are what proves
@@ -129,7 +129,7 @@ def test_read_only_never_pushes(lab: Lab, sessions: harness.Sessions, registry: 
     reader_host.mkdir()  # a read-only host's (empty) store
     result = lab.cc(sessions.start(), "--read-only", "-p", "ro", "build", cwd=lab.project(FIXTURE),
                     cache_dir=reader_host, env={**_remote(registry.host), **STRICT})  # fmt: skip
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     harness.assert_all_run_steps_cached(result.output, at_least=5)
     assert all("import from registry" in line and "not exported (read-only)" in line
                for line in summary(result).values()), result.stderr  # fmt: skip
@@ -152,7 +152,7 @@ def test_a_broken_registry_gives_one_line_and_a_build(
     lab.project(FIXTURE)
     if fault == "blobs500":  # the registry holds the cache, but fails every layer download in the build
         seeded = _build(lab, sessions.start(leg), lab.tmp / "seed", registry.host, **STRICT)
-        assert seeded.returncode == 0, seeded.output
+        assert seeded.returncode == 0, seeded.report
     session = sessions.start(leg)
     if fault == "stopped":
         target = f"127.0.0.1:{closed_port()}"
@@ -167,7 +167,7 @@ def test_a_broken_registry_gives_one_line_and_a_build(
     finally:
         if proxy is not None:
             proxy.__exit__(None, None, None)
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     assert took < NO_HANG_S, took
     found = warnings(result)
     assert len(found) == 1 and "registry" in found[0], result.stderr
@@ -208,14 +208,14 @@ def test_credentials_from_the_docker_config(lab: Lab, sessions: harness.Sessions
         reader = sessions.start(leg)
         _login(reader, reg.host, "builder", password)
         warm = _build(lab, reader, host2, reg.host, **STRICT)
-        assert warm.returncode == 0, warm.output
+        assert warm.returncode == 0, warm.report
         harness.assert_all_run_steps_cached(warm.output, at_least=5)
 
         wrong = "wrong-" + password
         stranger = sessions.start(leg)
         _login(stranger, reg.host, "builder", wrong)
         result = _build(lab, stranger, host3, reg.host, **FAIL_OPEN)
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     found = warnings(result)
     assert len(found) == 1 and "401" in found[0], result.stderr
     assert all("cold" in line for line in summary(result).values()), result.stderr
@@ -243,13 +243,13 @@ def test_three_sessions_two_hosts_concurrently(lab: Lab, sessions: harness.Sessi
         for thread in threads:
             thread.join()
         for result in results.values():
-            assert result.returncode == 0, result.output
+            assert result.returncode == 0, result.report
             assert set(summary(result)) == SERVICES, result.stderr
     for host in (host1, host2):
         lab.assert_sound(runs[0][0], cache_dir=host)
     assert len(_tags(registry)) == 4
     newcomer = _build(lab, sessions.start(), lab.tmp / "c3", registry.host, **STRICT)
-    assert newcomer.returncode == 0, newcomer.output
+    assert newcomer.returncode == 0, newcomer.report
     harness.assert_all_run_steps_cached(newcomer.output, at_least=5)
 
 
@@ -294,7 +294,7 @@ def test_registry_gc_window(lab: Lab, sessions: harness.Sessions, registry: regi
     read_only = registrylib.start(registry.workdir, port=registry.port, readonly=True)
     try:
         during = _build(lab, sessions.start(), lab.tmp / "during", registry.host, **FAIL_OPEN)
-        assert during.returncode == 0, during.output
+        assert during.returncode == 0, during.report
         harness.assert_all_run_steps_cached(during.output, at_least=5)
         found = warnings(during)
         assert len(found) == 1 and "not pushed" in found[0], during.stderr
@@ -307,7 +307,7 @@ def test_registry_gc_window(lab: Lab, sessions: harness.Sessions, registry: regi
     after = registrylib.start(registry.workdir, port=registry.port)
     try:
         fresh = _build(lab, sessions.start(), lab.tmp / "after", registry.host, **STRICT)
-        assert fresh.returncode == 0, fresh.output
+        assert fresh.returncode == 0, fresh.report
         harness.assert_all_run_steps_cached(fresh.output, at_least=5)
     finally:
         registrylib.stop(after)
@@ -318,10 +318,10 @@ def test_classic_image_store_imports_from_the_registry(lab: Lab, sessions: harne
     """The docker driver with the classic store cannot export a cache: it imports, pushes nothing, and says so."""
     lab.project(FIXTURE)
     cold = _build(lab, sessions.start(), lab.tmp / "k1", registry.host, **STRICT)
-    assert cold.returncode == 0, cold.output
+    assert cold.returncode == 0, cold.report
     tags = _tags(registry)
     classic = _build(lab, sessions.start(classic_store=True), lab.tmp / "k2", registry.host, **STRICT)
-    assert classic.returncode == 0, classic.output
+    assert classic.returncode == 0, classic.report
     harness.assert_all_run_steps_cached(classic.output, at_least=5)
     lines = summary(classic)
     assert all("import from registry" in line and "not exported" in line for line in lines.values()), lines

@@ -140,7 +140,7 @@ def test_hostile_names_never_reach_outside_the_cache_root(strategy: str, lab: La
     env = {"COMPOSECACHE_SCOPE_PREFIX": f"../../../../{outside.name}/prefix", "COMPOSECACHE_NAMESPACE": "../../ns/.."}
 
     plain = lab.plain(shared, *project_for_run("plain"), "build")
-    assert plain.returncode == 0, plain.output
+    assert plain.returncode == 0, plain.report
     for run, extra in enumerate(({}, env)):  # scopes from the git remote and branch, then the prefix and namespace
         wrapped = lab.cc(shared, "--strategy", strategy, *project_for_run(f"{strategy}{run}"), "build", env=extra)
         assert wrapped.returncode == plain.returncode, wrapped.output
@@ -155,7 +155,7 @@ def test_hostile_names_never_reach_outside_the_cache_root(strategy: str, lab: La
         wrapped_tag = lab.cc(shared, "docker", "build", "--network", "none", "-t", tag, str(project / "app"), env=env)
         assert wrapped_tag.returncode == plain_tag.returncode, wrapped_tag.output
     ls = lab.cache(shared, "ls", env=env)
-    assert ls.returncode == 0, ls.output
+    assert ls.returncode == 0, ls.report
 
     assert _outside_state(lab.tmp, *may_change) == before, "something was written outside"
     assert not outside.exists() and not absolute.exists() and not (project / "pwned").exists()
@@ -234,7 +234,7 @@ def test_planted_symlinks_are_refused_and_nothing_is_written_outside(
     before = tree_state(outside)
 
     result = lab.cc(shared, "-p", f"pl-{kind}", "build", "app")  # a project (an image name) of its own
-    assert result.returncode == 0, result.output  # never a failed build
+    assert result.returncode == 0, result.report  # never a failed build
     # refused, and said so once (a planted scope.json is never read through, just replaced: no warning)
     assert len(warnings(result)) == (0 if kind == "scope-record" else 1), result.stderr
     gc = lab.cache(shared, "gc", "--grace", "0")
@@ -251,8 +251,8 @@ def test_planted_symlinks_are_refused_and_nothing_is_written_outside(
     else:
         # one entry is unsafe: it is quarantined (the link itself, never its target) and replaced
         assert summary(result)["app"].endswith("; exported"), result.stderr
-        assert gc.returncode == 0, gc.output
-        assert again.returncode == 0, again.output
+        assert gc.returncode == 0, gc.report
+        assert again.returncode == 0, again.report
         assert not link.is_symlink() or os.readlink(link) == "../../blobs", "ours again"
 
 
@@ -323,7 +323,7 @@ def test_secret_mount_contents_never_reach_an_exported_blob(
     secrets_build: tuple[Lab, dict[str, str], harness.Result],
 ) -> None:
     lab, tokens, result = secrets_build
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     lines = summary(result)
     assert lines["maxed"].endswith("; exported") and lines["minned"].endswith("; exported"), result.stderr
     searched = 0
@@ -339,7 +339,7 @@ def test_build_arg_values_are_not_in_the_store_in_plain_text(
 ) -> None:
     """What docs/security.md says of build args: only digests of the steps (a different value misses)."""
     lab, tokens, result = secrets_build
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     assert [name for name, data in _blob_texts(lab.cache_dir) if tokens["arg"].encode() in data] == []
 
 
@@ -347,7 +347,7 @@ def test_builder_stage_files_reach_the_store_under_mode_max_only(
     secrets_build: tuple[Lab, dict[str, str], harness.Result],
 ) -> None:
     lab, tokens, result = secrets_build
-    assert result.returncode == 0, result.output
+    assert result.returncode == 0, result.report
     found = {key: [name for name, data in _blob_texts(lab.cache_dir) if tokens[key].encode() in data]
              for key in ("stage_max", "stage_min")}  # fmt: skip
     assert found["stage_max"], "mode=max exports the builder stage: its token is in the shared store"
@@ -444,11 +444,11 @@ def test_read_only_consumers_import_but_cannot_change_the_store(
             build, docker_build, gc, prune, verify = consume()
     else:
         build, docker_build, gc, prune, verify = consume()
-    assert build.returncode == 0, build.output
+    assert build.returncode == 0, build.report
     harness.assert_all_run_steps_cached(build.output, at_least=2)
     assert summary(build)["app"].startswith(f"scope {SCOPE}: import from {SCOPE}; not exported")
-    assert docker_build.returncode == 0, docker_build.output
-    assert verify.returncode == 0, verify.output
+    assert docker_build.returncode == 0, docker_build.report
+    assert verify.returncode == 0, verify.report
     if how == "read-only-mount":  # gc finds nothing to do on a sound store... and could not do it anyway
         assert gc.returncode in {0, 1} and prune.returncode == 1, (gc.output, prune.output)
     else:

@@ -51,7 +51,7 @@ def test_gc_to_half_size_keeps_the_most_recently_used_scope_warm(
     assert isinstance(total, int)
     half = total // 2
     gc = cache_cli(builder, cache_dir, "gc", "--keep-storage", str(half), "--grace", "0", "--json")
-    assert gc.returncode == 0, gc.output
+    assert gc.returncode == 0, gc.report
     gc_report = json.loads(gc.stdout)
     after = stats_json(builder, cache_dir)
     assert isinstance(after["bytes"], int)
@@ -68,7 +68,7 @@ def test_gc_to_half_size_keeps_the_most_recently_used_scope_warm(
     assert "gc/feature-1" in survivors, "the most recently used scope is never the one evicted"
     assert "gc/feature-2" not in survivors, "least recently used scopes go first"
     verify = cache_cli(builder, cache_dir, "verify", "--deep")
-    assert verify.returncode == 0, verify.output
+    assert verify.returncode == 0, verify.report
 
     fresh = sessions.start("stable")
     context = make_context(tmp_path / "feature1", rootfs_tar, "feature-1", payload_kb=512)
@@ -139,7 +139,7 @@ def test_gc_loop_with_zero_grace_never_fails_a_build_nor_breaks_an_index(
     assert not problems, "\n".join(problems)
     assert gc_runs >= 3, f"gc ran only {gc_runs} times during the builds"
     verify = cache_cli(daemons[0], cache_dir, "verify", "--deep")
-    assert verify.returncode == 0, verify.output
+    assert verify.returncode == 0, verify.report
     published = sum(bool(b.outcome and b.outcome.published) for b in all_builds)
     dropped = [b.outcome.reason for b in all_builds if b.outcome and not b.outcome.published]
     report(

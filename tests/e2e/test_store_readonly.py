@@ -65,9 +65,9 @@ def test_read_only_mount_imports_with_full_hits_on_both_legs_and_never_writes(
         version = harness.docker(reader, "buildx", "version").stdout.strip()
         lines.append(f"{leg} ({version}): {warm.describe()}")
         verify = cache_cli(reader, read_only_view, "verify", "--deep")
-        assert verify.returncode == 0, verify.output
+        assert verify.returncode == 0, verify.report
         stats = cache_cli(reader, read_only_view, "stats", "--json")
-        assert stats.returncode == 0, stats.output
+        assert stats.returncode == 0, stats.report
 
     assert tree_snapshot(cache_dir) == before, "nothing in the store changed"
     report("read-only mount: import on both legs", lines)

@@ -56,7 +56,7 @@ def test_concurrent_sessions_share_one_store_without_failures(
         assert not unpublished, "no gc runs here, so every export must publish:\n" + "\n".join(unpublished)
 
     verify = cache_cli(daemons[0], cache_dir, "verify", "--deep")
-    assert verify.returncode == 0, verify.output
+    assert verify.returncode == 0, verify.report
     stats = stats_json(daemons[0], cache_dir)
     scopes = stats["scopes"]
     assert isinstance(scopes, list)

@@ -20,7 +20,7 @@ from composecache.remote import credentials
 from composecache.remote.client import RegistryClient, RemoteError
 from composecache.remote.config import parse_remote
 from composecache.remote.naming import TAG_RE, scope_tag
-from composecache.remote.push import MIN_WAIT_S, PushResult, push_manifest
+from composecache.remote.push import MIN_WAIT_S, PushResult, push_manifest, push_with_retries
 from composecache.remote.tier import Probe, RemoteTier
 from composecache.settings import Settings
 from composecache.store import oci
@@ -256,6 +256,44 @@ def test_push_refuses_a_corrupt_local_blob(tmp_path: Path) -> None:
     with pytest.raises(RemoteError, match="wrong size"):
         push_manifest(blobs, client, "t", digest, PushResult())  # type: ignore[arg-type]
     assert client.manifests == {}
+
+
+class _BusyClient(_FakeClient):
+    """A registry that answers the first `failures` manifest PUTs with a transient error."""
+
+    def __init__(self, failures: int, kind: str = "server") -> None:
+        super().__init__(present=set())
+        self.failures, self.kind = failures, kind
+
+    def put_manifest(self, tag: str, body: bytes, media_type: str) -> str:
+        if self.failures:
+            self.failures -= 1
+            raise RemoteError(self.kind, "HTTP 500 (busy)")
+        return super().put_manifest(tag, body, media_type)
+
+
+def _one_scope(tmp_path: Path) -> tuple[_Blobs, str]:
+    blobs = _Blobs(tmp_path)
+    manifest = json.dumps({"schemaVersion": 2, "manifests": [blobs.add(b"layer")]}).encode()
+    return blobs, str(blobs.add(manifest)["digest"])
+
+
+def test_the_push_tries_a_scope_again_after_a_transient_error_and_uploads_each_blob_once(tmp_path: Path) -> None:
+    blobs, digest = _one_scope(tmp_path)
+    client, slept = _BusyClient(failures=2), list[float]()
+    push_with_retries(blobs, client, "t", digest, PushResult(), sleep=slept.append)  # type: ignore[arg-type]
+    assert client.manifests and len(client.uploaded) == 1 and len(slept) == 2
+
+
+@pytest.mark.parametrize(("failures", "kind"), [(3, "server"), (1, "denied"), (1, "auth")])
+def test_the_push_gives_up_after_its_retries_or_at_once_when_refused(tmp_path: Path, failures: int,
+                                                                     kind: str) -> None:  # fmt: skip
+    blobs, digest = _one_scope(tmp_path)
+    client, slept = _BusyClient(failures, kind), list[float]()
+    with pytest.raises(RemoteError) as caught:
+        push_with_retries(blobs, client, "t", digest, PushResult(), sleep=slept.append)  # type: ignore[arg-type]
+    assert caught.value.kind == kind and client.manifests == {}
+    assert len(slept) == (2 if kind == "server" else 0)
 
 
 def test_the_push_waits_as_long_as_the_export_took(tmp_path: Path) -> None:

@@ -116,6 +116,22 @@ def test_republish_replaces_the_single_latest_entry(store: Store) -> None:
     assert manifests[0]["digest"] == second.digest
 
 
+def test_a_warm_rebuild_publishing_the_same_manifest_writes_no_index_and_syncs_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = publish_layers(store, "api", [b"same"])
+    index = store.layout.scope_dir("api") / "index.json"
+    before = index.stat()
+    syncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", syncs.append)
+    again = publish_layers(store, "api", [b"same"])  # BuildKit exports the same manifest when all is cached
+    assert again.digest == first.digest
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert syncs == [], "the use record is not fsynced and the unchanged index is not rewritten"
+    assert scopes.read_record(store.layout.scope_dir("api")).published is not None
+
+
 def test_import_records_last_use(store: Store) -> None:
     publish_layers(store, "api", [b"x"])
     record = store.layout.scope_dir("api") / "scope.json"
