@@ -27,6 +27,7 @@ from composecache.store.layout import Layout
 if TYPE_CHECKING:
     from composecache.remote.tier import RemoteTier
     from composecache.runner import Background
+    from composecache.session.pool import SnapshotListing
 
 
 class BuildTool(abc.ABC):
@@ -59,11 +60,13 @@ def run(
     export: bool = True,
     no_export_reason: str = "",
     summary: bool = True,
+    snapshots: SnapshotListing | None = None,
 ) -> int:
     """Build with the shared cache: reserve -> prepare the session daemon -> run with recovery -> publish.
 
     daemon: the session daemon's content store for the `docker` driver (a container builder has its
-    own), why it cannot be used (a string, shown with -v), or None.
+    own), why it cannot be used (a string, shown with -v), or None.  snapshots: that daemon's
+    snapshot listing, started early by the front-end (session/pool.py, SnapshotListing).
     """
     build = CachedBuild(settings, output, export=export, no_export_reason=no_export_reason)
     build.prepare(requests)
@@ -72,7 +75,7 @@ def run(
             return tool.preview(build)
         finally:
             build.finish(summary=False)
-    undo = prepare_session_daemon(build, daemon, env, output)
+    undo = prepare_session_daemon(build, daemon, env, output, snapshots)
     try:
         if tool.may_run_again:
             status = build.run_with_recovery(lambda: tool.run(build), lambda: tool.stale(build))
@@ -87,7 +90,11 @@ def run(
 
 
 def prepare_session_daemon(
-    build: CachedBuild, daemon: seeding.DaemonStore | str | None, env: Mapping[str, str], output: Output
+    build: CachedBuild,
+    daemon: seeding.DaemonStore | str | None,
+    env: Mapping[str, str],
+    output: Output,
+    snapshots: SnapshotListing | None = None,
 ) -> list[Callable[[], None]]:
     """THE HOOK for readying the session daemon before the real tool runs; returns what to undo after it.
 
@@ -103,7 +110,8 @@ def prepare_session_daemon(
     if build.store is None:
         return undo
     prepared = layer_pool.prepare_daemon(build.store.layout, build.imported_digests(), daemon, env, output,
-                                         fill=build.store.writable, fall_back=build._fall_back_once)  # fmt: skip
+                                         fill=build.store.writable, fall_back=build._fall_back_once,
+                                         listing=snapshots)  # fmt: skip
     if prepared is not None:
         undo.append(prepared.release)
     return undo

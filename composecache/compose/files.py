@@ -178,9 +178,11 @@ class _Pass:
             self.env_files = [default]
 
     def read_env_files(self) -> dict[str, str]:
-        from composecache.compose import dotenv  # its patterns cost ~3 ms to compile; a memo hit reads no .env
-
         self.inputs.extend(self.env_files)
+        if not self.env_files:
+            return {}
+        from composecache.compose import dotenv  # its patterns cost ~3 ms to compile: only when there is a .env
+
         paths = [Path(_abs(name, self.cwd)) for name in self.env_files]
         try:
             return dotenv.read_env_files(paths, self.environment, shared_map=self.shared_map)

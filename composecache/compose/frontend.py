@@ -14,6 +14,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composecache import cached_build, runner
 from composecache.cached_build import BuildTool, CachedBuild, CacheRequest, CacheSlot
@@ -27,6 +28,9 @@ from composecache.session import toolchain
 from composecache.session.memo import Memo
 from composecache.settings import Settings
 from composecache.source_identity import SourceIdentity, identify
+
+if TYPE_CHECKING:
+    from composecache.session.pool import SnapshotListing
 
 
 def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, str] | None = None) -> int:
@@ -62,7 +66,7 @@ def run(args: list[str], settings: Settings, output: Output, env: Mapping[str, s
     tool = OverrideTool(parsed, resolved, followers, compose, plan, reader, output, invalid)
     return cached_build.run(settings, output, requests, tool, env=env, daemon=daemon, export=plan.export,
                             no_export_reason="" if plan.export else "import only",
-                            summary=not settings.quiet)  # fmt: skip
+                            summary=not settings.quiet, snapshots=reader.snapshots)  # fmt: skip
 
 
 # --- the steps, in order ---------------------------------------------------------------------------
@@ -85,10 +89,20 @@ class ProjectReader:
         self.parsed, self.compose, self.env, self.settings, self.output = parsed, compose, env, settings, output
         self.cwd = files_mod.logical_cwd(env)
         self.memo = Memo.from_env(env, writable=not settings.dry_run)
-        self.probe = runner.Background(session_probe.facts, env, self.memo)
+        self.snapshots: SnapshotListing | None = None
+        self.probe = runner.Background(self._facts)
         self.files = resolve.discover(parsed, env, self.cwd, self._compose_version)
         self.identity = runner.Background(identify, self.files.project_dir, env)  # git, for a checkout
         self.resolved: resolve.Resolved | None = None
+
+    def _facts(self) -> session_probe.Facts:
+        """The session's facts; once they name the daemon, its snapshot listing starts beside the rest."""
+        facts = session_probe.facts(self.env, self.memo)
+        if not self.settings.dry_run and facts.tools is not None and facts.tools.builder.driver == "docker":
+            from composecache.session import pool as layer_pool
+
+            self.snapshots = layer_pool.start_listing(facts.daemon, self.env)
+        return facts
 
     def _compose_version(self) -> toolchain.Version | None:
         tools = self.probe.result().tools

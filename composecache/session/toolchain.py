@@ -234,10 +234,11 @@ def probe_builder(
 
 
 def buildx_available(env: Mapping[str, str]) -> bool:
-    plugin = find_plugin("buildx", env)
-    import shutil  # ~4 ms to import: only when the tools are probed
+    if find_plugin("buildx", env) is not None:
+        return True
+    import shutil  # ~4 ms to import: only when no plugin directory has buildx
 
-    return plugin is not None or shutil.which("docker-buildx", path=env.get("PATH")) is not None
+    return shutil.which("docker-buildx", path=env.get("PATH")) is not None
 
 
 def probe(env: Mapping[str, str]) -> Toolchain:

@@ -13,7 +13,7 @@ import pytest
 from composecache.cached_build import CachedBuild, CacheRequest
 from composecache.output import Output
 from composecache.settings import Settings
-from composecache.store import Store, scopes
+from composecache.store import Store, safefs, scopes
 from tests.unit.store_fakes import fake_export, publish_layers
 
 
@@ -227,3 +227,23 @@ def test_a_store_lock_that_stays_held_is_waited_for_once_per_run(tmp_path: Path)
         elapsed = time.monotonic() - started
     assert all(slot.imported_from for slot in slots.values()), "imports go on without the lock"
     assert elapsed < 1.2, f"waited {elapsed:.1f}s: the timeout once, then no more waiting"
+
+
+def test_remove_tree_removes_read_only_files_and_never_follows_a_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    tree = tmp_path / "staging"
+    (tree / "ingest" / "deep").mkdir(parents=True)
+    for path in (tree / "index.json", tree / "ingest" / "deep" / "blob"):
+        path.write_text("{}")
+        path.chmod(0o444)  # as BuildKit writes them
+    (tree / "blobs").symlink_to(outside)  # a link to a directory: removed, never entered
+    (tree / "ingest" / "file-link").symlink_to(outside / "keep")
+    safefs.remove_tree(tree)
+    assert not tree.exists() and (outside / "keep").read_text() == "x"
+    link = tmp_path / "link"
+    link.symlink_to(outside)
+    safefs.remove_tree(link)
+    assert not link.exists() and outside.is_dir()
+    safefs.remove_tree(tmp_path / "absent")  # nothing there: nothing to do
