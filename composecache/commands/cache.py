@@ -358,7 +358,7 @@ def fill_command(
     """Unpack the layers of scopes into the layer pool now (a build fills what it misses by itself)."""
     import os
 
-    from composecache.store import pool
+    from composecache.store import pool_maintenance as pool
     from composecache.store import scopes as store_scopes
     from composecache.store.gc import find_scope_dir
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from composecache.store import scopes
 from composecache.store.layout import Layout
 from composecache.store.naming import is_safe_dirname, safe_dirname
-from composecache.store.pool import POOL_GRACE_S, PoolGcReport, collect_pool
+from composecache.store.pool import POOL_GRACE_S
+from composecache.store.pool_maintenance import PoolGcReport, collect_pool
 from composecache.store.roots import BlobFile, Progress, Roots, blob_files, collect_roots, reclaim_dead
 from composecache.store.safefs import TEMP_NAME_RE, remove_tree
 

@@ -200,13 +200,14 @@ def collect_roots(layout: Layout, progress: Progress | None = None, *, pool_grac
     Blobs a session linked into its daemon (the pool's use records younger than the pool
     grace) are protected like those of a running build: the session's images point at them.
     """
-    from composecache.store import pool
+    from composecache.store.pool import POOL_GRACE_S
+    from composecache.store.pool_maintenance import use_records
 
     roots = Roots()
     _staging_roots(layout, roots)
     _lease_roots(layout, roots)
-    grace = pool.POOL_GRACE_S if pool_grace_s is None else pool_grace_s
-    roots.protected |= pool.use_records(layout, time.time(), grace).blobs
+    grace = POOL_GRACE_S if pool_grace_s is None else pool_grace_s
+    roots.protected |= use_records(layout, time.time(), grace).blobs
     _scope_roots(layout, roots, progress)
     return roots
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from composecache.store import scopes
 from composecache.store.layout import Layout
-from composecache.store.pool import PoolStats, pool_stats
+from composecache.store.pool_maintenance import PoolStats, pool_stats
 from composecache.store.roots import Progress, blob_files, collect_roots
 from composecache.store.scopes import QuarantineEntry
 

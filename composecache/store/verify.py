@@ -200,7 +200,7 @@ def _verify_pool(
     layout: Layout, deep: bool, locked: Callable[[], AbstractContextManager[object]] | None, report: VerifyReport
 ) -> None:
     """The pool's entries (store/pool.py); deep: each tree compared with its blob.  Bad ones move aside."""
-    from composecache.store.pool import verify_pool
+    from composecache.store.pool_maintenance import verify_pool
 
     with locked() if locked is not None else contextlib.nullcontext():
         issues, checked = verify_pool(layout, deep=deep, quarantine=locked is not None)

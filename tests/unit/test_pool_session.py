@@ -15,7 +15,7 @@ from composecache.errors import StrictFallback
 from composecache.output import Output
 from composecache.session import pool as session_pool
 from composecache.session import seeding
-from composecache.store import Store
+from composecache.store import Store, pool_maintenance
 from composecache.store import pool as store_pool
 from composecache.store.pool import PoolLayout
 from tests.unit.pool_fakes import Member, gzipped, layer_tar, sha
@@ -148,7 +148,7 @@ def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
         assert daemon.content_blobs is not None
         link = daemon.content_blobs / layer.blob.hex
         assert os.readlink(link) == str(store.layout.blob(layer.blob.hex))
-    records = store_pool.use_records(store.layout, 1e12 - 1, 1e12)
+    records = pool_maintenance.use_records(store.layout, 1e12 - 1, 1e12)
     assert records.entries == {layer.chain_id for layer in layers}
     prepared.release()
     snaps = ctr_state(tmp_path)["snapshots"]
@@ -299,10 +299,10 @@ def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path) -> None:
 
     store = Store.open(tmp_path / "cache", "default")
     manifest = publish_image(store, "proj/app", IMAGE)
-    report = store_pool.fill_scopes(store.layout, [manifest])
+    report = pool_maintenance.fill_scopes(store.layout, [manifest])
     assert (report.layers, report.filled, report.present, report.refused) == (3, 3, 0, [])
     assert report.bytes == len(b"base\n") + 5000
-    again = store_pool.fill_scopes(store.layout, [manifest])
+    again = pool_maintenance.fill_scopes(store.layout, [manifest])
     assert (again.filled, again.present) == (0, 3)
     for layer in session_pool.layers_of_manifests(store.layout, [manifest]):
         store_pool.check_entry(PoolLayout(store.layout), layer)

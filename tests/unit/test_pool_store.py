@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from composecache.store import Store, oci
+from composecache.store import Store, oci, pool_maintenance
 from composecache.store import pool as store_pool
 from composecache.store.layout import Layout
 from composecache.store.pool import PoolLayer, PoolLayout, PoolProblem
@@ -225,8 +225,8 @@ def test_gc_keeps_a_tree_a_mounted_overlay_uses(tmp_path: Path, monkeypatch: pyt
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(f"1 2 0:1 / /merged rw - overlay overlay rw,lowerdir={snapshot}/fs:/nowhere,"
                          f"upperdir=/u,workdir=/w\n")  # fmt: skip
-    original = store_pool.mounted_lower_dirs
-    monkeypatch.setattr(store_pool, "mounted_lower_dirs", lambda: original(mountinfo))
+    original = pool_maintenance.mounted_lower_dirs
+    monkeypatch.setattr(pool_maintenance, "mounted_lower_dirs", lambda: original(mountinfo))
     report = store.gc(grace_s=0, pool_grace_s=0)
     assert report.pool.entries_kept_in_use == 1 and report.pool.entries_removed == 0
 
@@ -240,8 +240,8 @@ def test_mounted_lower_dirs_are_read_from_mountinfo(tmp_path: Path) -> None:
         "22 1 8:1 / / rw,relatime - ext4 /dev/vda rw\n"
         f"90 22 0:50 / /m rw - overlay overlay rw,lowerdir={tmp_path}/link:/x/y,upperdir=/u,workdir=/w\n"
     )
-    assert str(target) in store_pool.mounted_lower_dirs(mountinfo)
-    assert store_pool.mounted_lower_dirs(tmp_path / "missing") == set()
+    assert str(target) in pool_maintenance.mounted_lower_dirs(mountinfo)
+    assert pool_maintenance.mounted_lower_dirs(tmp_path / "missing") == set()
 
 
 @root_only
