@@ -48,7 +48,7 @@ from typing import Any
 from composecache import runner
 from composecache.errors import ComposecacheError
 from composecache.output import Output
-from composecache.session import seeding
+from composecache.session import memo, seeding
 from composecache.session.seeding import DaemonStore, Seeder
 from composecache.store import oci
 from composecache.store import pool as store_pool
@@ -69,6 +69,7 @@ TEMP_KEY_PREFIX = "composecache-pool-"
 SNAPSHOT_DIR_RE = re.compile(r"/io\.containerd\.snapshotter\.v1\.overlayfs/snapshots/\d+/fs$")
 CTR_TIMEOUT_S = 60.0
 CTR_WORKERS = 4
+REGISTERED_KIND = "pool_registered"  # the session memo's record of what this session registered
 REF_LABEL_CONTENT = "containerd.io/gc.ref.content.composecache.pool."
 
 
@@ -86,6 +87,7 @@ class PoolReport:
     fill_seconds: float = 0.0
     linked: int = 0
     unfilled: int = 0  # missing from a pool this build may not fill (a read-only store)
+    dropped: int = 0  # registered by an earlier build of this session, collected by the daemon since
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)  # layers that extract the normal way, and why
     repaired: list[str] = field(default_factory=list)
@@ -95,8 +97,9 @@ class PoolReport:
         if self.filled:
             filled = f", filled {self.filled} ({self.filled_bytes / 1e6:.0f} MB) in {self.fill_seconds:.1f}s"
         unfilled = f", {self.unfilled} not in the read-only pool" if self.unfilled else ""
+        dropped = f", {self.dropped} the daemon dropped after an earlier build" if self.dropped else ""
         return (f"pool: {self.registered} of {self.layers} layers registered ({self.present} already there"
-                f"{filled}{unfilled}), {self.linked} blobs linked, in {self.seconds:.2f}s")  # fmt: skip
+                f"{filled}{unfilled}{dropped}), {self.linked} blobs linked, in {self.seconds:.2f}s")  # fmt: skip
 
 
 def _ctr_capture(daemon: DaemonStore, env: Mapping[str, str], *args: str, stdin_text: str | None = None,
@@ -154,6 +157,7 @@ class Registrar:
         self._sound: set[str] = set()  # chainIDs whose entry was checked or filled by this registration
         self._failed: set[str] = set()  # ... and those whose entry could not be used (said once)
         self.on_wait: Any = None
+        self._registered_before: set[str] = set()  # what earlier builds of this session registered (its memo)
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
         return _ctr_capture(self.daemon, self.env, *args, stdin_text=stdin_text, stdin_path=stdin_path)
@@ -174,6 +178,10 @@ class Registrar:
             return self.report
         self._check_usable()
         existing = self._snapshot_keys()
+        dropped = self._dropped(existing)
+        if dropped:
+            layers = [layer for layer in layers if layer.chain_id not in dropped]
+            self.report.dropped = self.report.layers - len(layers)
         if all(layer.chain_id in existing for layer in layers):
             # Every chain is there already (an earlier build of this session): the images that
             # hold them keep them, so there is nothing to pin, register or link.  Only the use
@@ -189,20 +197,7 @@ class Registrar:
         # Entries first, parents before children (a fill reads its parents' trees); then the
         # snapshots, one depth of the layer tree at a time (a child needs its parent committed),
         # and the blobs, all in a few threads: each step is a ctr call of tens of milliseconds.
-        usable: set[str] = set()  # chainIDs whose snapshot the daemon has (or will have)
-        layers_by_chain = {layer.chain_id: layer for layer in layers}
-        depth: dict[str, int] = {}
-        to_register: list[PoolLayer] = []
-        for layer in layers:
-            if layer.parent is not None and layer.parent not in usable:
-                continue  # its parent could not be registered: the reason is reported once
-            depth[layer.chain_id] = depth.get(layer.parent or "", -1) + 1
-            if layer.chain_id in existing:
-                self.report.present += 1
-                usable.add(layer.chain_id)
-            elif self._entries_ready(layer, layers_by_chain):
-                to_register.append(layer)
-                usable.add(layer.chain_id)
+        usable, depth, to_register = self._plan(layers, existing)
         from concurrent.futures import ThreadPoolExecutor
 
         registered: set[str] = set()
@@ -218,10 +213,60 @@ class Registrar:
                         registered.add(layer.chain_id)
             blobs_linked = [layer.blob.digest for layer, linked in links if linked.result()]
         self.report.registered = len(registered)
+        self._remember_registered(registered)
         usable = (usable - {c.chain_id for c in to_register}) | registered
         self._record_use(usable, blobs_linked)
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def _plan(self, layers: Sequence[PoolLayer],
+              existing: set[str]) -> tuple[set[str], dict[str, int], list[PoolLayer]]:  # fmt: skip
+        """(the chainIDs the daemon has or will have, each chain's depth, the layers to register)."""
+        usable: set[str] = set()
+        layers_by_chain = {layer.chain_id: layer for layer in layers}
+        depth: dict[str, int] = {}
+        to_register: list[PoolLayer] = []
+        for layer in layers:
+            if layer.parent is not None and layer.parent not in usable:
+                continue  # its parent could not be registered: the reason is reported once
+            depth[layer.chain_id] = depth.get(layer.parent or "", -1) + 1
+            if layer.chain_id in existing:
+                self.report.present += 1
+                usable.add(layer.chain_id)
+            elif self._entries_ready(layer, layers_by_chain):
+                to_register.append(layer)
+                usable.add(layer.chain_id)
+        return usable, depth, to_register
+
+    def _dropped(self, existing: set[str]) -> set[str]:
+        """Chains an earlier build of this session registered that the daemon has collected since.
+
+        Registered snapshots that no image uses (a builder stage's layers, which only the
+        cache names) go with the daemon's gc after the build: BuildKit did not need them, and
+        in the session that built them it never does (it has its own snapshots of what it
+        built).  Registering them again before every build cost such a session tens of ctr
+        calls per build, so they are not: should a later build need one, it extracts that
+        layer the normal way.  What this session registered is in its own memo, keyed by the
+        daemon's content directory (a new data-root is a new daemon).
+        """
+        key = self._memo_key()
+        value = memo.Memo.from_env(self.env).get(REGISTERED_KIND, key) if key is not None else None
+        self._registered_before = {c for c in value if isinstance(c, str)} if isinstance(value, list) else set()
+        return self._registered_before - existing
+
+    def _memo_key(self) -> str | None:
+        try:
+            info = os.stat(self.daemon.content_blobs) if self.daemon.content_blobs is not None else None
+        except OSError:
+            return None
+        if info is None:
+            return None
+        return memo.fingerprint(str(self.daemon.address), self.daemon.namespace, info.st_dev, info.st_ino)
+
+    def _remember_registered(self, registered: set[str]) -> None:
+        key = self._memo_key()
+        if key is not None and registered - self._registered_before:
+            memo.Memo.from_env(self.env).put(REGISTERED_KIND, key, sorted(self._registered_before | registered))
 
     def _record_use(self, chains: set[str], blobs_linked: list[str]) -> None:
         """Tell gc that this session uses these trees (and the blobs it linked) now."""

@@ -456,15 +456,21 @@ def session_id(address: str) -> str:
     return hashlib.sha256(f"{os.uname().nodename}\0{boot}\0{address}".encode()).hexdigest()[:24]
 
 
+def recorded_use(pool: PoolLayout, session: str) -> tuple[set[str], set[str]]:
+    """The session's use record: (the chainIDs it used, the blobs it linked); empty when it has none."""
+    entries: set[str] = set()
+    linked: set[str] = set()
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        old = json.loads(read_small_file(pool.uses / f"{session}.json", limit=8 << 20))
+        entries |= {e for e in old.get("entries", []) if isinstance(e, str) and oci.DIGEST_RE.match(e)}
+        linked |= {b for b in old.get("blobs", []) if isinstance(b, str) and oci.DIGEST_RE.match(b)}
+    return entries, linked
+
+
 def record_use(pool: PoolLayout, session: str, chain_ids: Iterable[str], blobs: Iterable[str]) -> None:
     """Add to (and refresh) the session's use record: gc keeps those trees and blobs for POOL_GRACE_S."""
     path = pool.uses / f"{session}.json"
-    entries: set[str] = set()
-    linked: set[str] = set()
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        old = json.loads(read_small_file(path, limit=8 << 20))
-        entries |= {e for e in old.get("entries", []) if isinstance(e, str) and oci.DIGEST_RE.match(e)}
-        linked |= {b for b in old.get("blobs", []) if isinstance(b, str) and oci.DIGEST_RE.match(b)}
+    entries, linked = recorded_use(pool, session)
     entries |= set(chain_ids)
     linked |= set(blobs)
     body = {"entries": sorted(entries), "blobs": sorted(linked), "updated": time.time()}

@@ -154,12 +154,42 @@ def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
     snaps = ctr_state(tmp_path)["snapshots"]
     assert isinstance(snaps, dict)
     assert all("containerd.io/gc.root" not in snap["labels"] for snap in snaps.values())  # images pin them now
-    # A second session registers without filling again.
+    # A second session (its own daemon state, its own memo) registers without filling again.
     (tmp_path / "ctr.json").unlink()
-    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    env = {**os.environ, "COMPOSECACHE_MEMO_DIR": str(tmp_path / "memo-of-another-session")}
+    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, env, output, fill=True)
     assert again is not None and again.registrar is not None
     assert (again.registrar.report.filled, again.registrar.report.registered) == (0, 3)  # filled once, ever
     again.release()
+
+
+@root_only
+def test_what_the_daemon_collected_after_a_build_is_not_registered_again_in_that_session(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    output, stream = _output()
+    first = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert first is not None and first.registrar is not None and first.registrar.report.registered == 3
+    first.release()
+    state = ctr_state(tmp_path)
+    top = session_pool.layers_of_manifests(store.layout, [manifest])[-1].chain_id
+    del state["snapshots"][top]  # no image used the top layer (a builder stage's): the daemon's gc took it
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert again is not None and again.registrar is not None
+    report = again.registrar.report
+    assert (report.registered, report.present, report.dropped) == (0, 2, 1), report.summary()
+    assert again.registrar.root is None, "nothing to pin: the fast path"
+    again.release()
+    assert top not in ctr_state(tmp_path)["snapshots"]
+    # Another session of the same machine (its own memo) registers it as usual.
+    env = {**os.environ, "COMPOSECACHE_MEMO_DIR": str(tmp_path / "memo-of-another-session")}
+    other = session_pool.prepare_daemon(store.layout, [manifest], daemon, env, output, fill=True)
+    assert other is not None and other.registrar is not None and other.registrar.report.registered == 1
+    other.release()
+    assert "warning" not in stream.getvalue()
 
 
 @root_only
