@@ -1,5 +1,3 @@
-import sys
+from composecache.cli import console
 
-from composecache.cli import main
-
-sys.exit(main())
+console()

@@ -10,13 +10,16 @@ the one error boundary that turns errors into exit codes (docs/reference.md, exi
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from composecache import __version__, runner
-from composecache.errors import EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError
+from composecache.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, ComposecacheError, UsageError
 from composecache.output import Output
 from composecache.settings import STRATEGIES, Settings
 
@@ -153,6 +156,21 @@ class _Call:
     output: Output
 
 
+def console() -> NoReturn:
+    """The `composecache` command and `python -m composecache`: main(), then a fast exit.
+
+    The interpreter's teardown of the ~150 modules a build loads costs 10-20 ms per build
+    (measured, bench/overhead.py): after main() has returned there is nothing left for it to
+    do, so atexit handlers run, stdout and stderr are flushed, and the process ends there.
+    """
+    status = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said anyway
+            stream.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     """composecache's command line; also the one error boundary that turns every error into an exit code."""
     call = _Call(sys.argv[1:] if argv is None else list(argv), Settings.from_env(), Output())
@@ -162,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         return _expected_error(exc, call)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `composecache ... | head`: the reader left; say nothing more, as a shell tool would
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # the boundary: an internal error must not cost the user their build
         return _internal_error(exc, call)
 

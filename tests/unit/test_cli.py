@@ -212,3 +212,17 @@ def test_safe_capture_tells_not_found_not_executable_and_timeout_apart(tmp_path:
     assert timed_out.returncode == 124 and "did not answer within" in timed_out.stderr
     with pytest.raises(ToolNotFound):
         runner.capture([str(tmp_path / "missing")], env)
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["cache", "ls", "--help"]])
+def test_a_reader_that_goes_away_is_exit_141_and_no_warning(tmp_path: Path, args: list[str]) -> None:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "composecache", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)})  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `| head -0`
+    status, errors = proc.wait(timeout=60), proc.stderr.read()
+    # 0 when everything fit in the pipe before it closed; click's own EPIPE handling exits 1 (typer commands)
+    assert status in {0, 1, 141} and errors == b"", errors
+    assert not (tmp_path / "composecache").exists(), "no crash log"
