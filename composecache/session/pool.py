@@ -247,11 +247,16 @@ class Registrar:
         built).  Registering them again before every build cost such a session tens of ctr
         calls per build, so they are not: should a later build need one, it extracts that
         layer the normal way.  What this session registered is in its own memo, keyed by the
-        daemon's content directory (a new data-root is a new daemon).
+        daemon's content directory (a new data-root is a new daemon).  When none of it is left,
+        the session was pruned: then nothing counts as dropped.
         """
         key = self._memo_key()
         value = memo.Memo.from_env(self.env).get(REGISTERED_KIND, key) if key is not None else None
         self._registered_before = {c for c in value if isinstance(c, str)} if isinstance(value, list) else set()
+        if not self._registered_before & existing:
+            # Nothing it registered is left: the session was pruned (`docker system prune -a`),
+            # not a builder stage collected. Everything is registered again, as in a new session.
+            self._registered_before = set()
         return self._registered_before - existing
 
     def _memo_key(self) -> str | None:

@@ -341,3 +341,20 @@ def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path) -> None:
     assert cache_command.main(["fill", "proj/app"], settings, output) == 0
     assert cache_command.main(["fill", "no/such"], settings, output) == 1
     assert "no cache scope 'no/such'" in stream.getvalue()
+
+
+@root_only
+def test_a_pruned_session_registers_everything_again(tmp_path: Path, daemon: seeding.DaemonStore) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    output, _ = _output()
+    first = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert first is not None and first.registrar is not None
+    first.release()
+    state = ctr_state(tmp_path)
+    state["snapshots"] = {}  # docker system prune -a: every snapshot gone
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
+    assert again is not None and again.registrar is not None
+    assert (again.registrar.report.registered, again.registrar.report.dropped) == (3, 0)
+    again.release()
