@@ -142,7 +142,10 @@ def import_times(env: dict[str, str], cwd: str) -> dict[str, Any]:
 def profile_once(bench: Bench, session: sandboxlib.Session, env: dict[str, str], cwd: str) -> dict[str, Any]:
     """cProfile one `composecache up --build -d`; the time waiting for compose is not ours."""
     out = bench.work / "overhead.prof"
-    argv = [PYTHON, "-m", "cProfile", "-o", str(out), COMMAND, "-q", "-p", PROJECT, *UP]
+    # main(), not the command: the command ends with os._exit, before cProfile could write its file.
+    code = ("import cProfile, sys; from composecache.cli import main; "
+            "cProfile.run('main(sys.argv[1:])', sys.argv.pop(1))")  # fmt: skip
+    argv = [PYTHON, "-c", code, str(out), "-q", "-p", PROJECT, *UP]
     start = time.perf_counter()
     subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     wall = time.perf_counter() - start
