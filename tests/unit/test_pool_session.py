@@ -124,6 +124,15 @@ def _output() -> tuple[Output, io.StringIO]:
     return Output(verbose=1, stream=stream), stream
 
 
+def _prepare(store: Store, manifest: str, daemon: seeding.DaemonStore, output: Output,
+             memo_dir: Path | None = None) -> session_pool.Prepared:  # fmt: skip
+    """One build's registration (fill=True), in this session or, with `memo_dir`, in another one."""
+    env = {**os.environ, **({"COMPOSECACHE_MEMO_DIR": str(memo_dir)} if memo_dir else {})}
+    prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, env, output, fill=True)
+    assert prepared is not None and prepared.registrar is not None
+    return prepared
+
+
 @root_only
 def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
     tmp_path: Path, daemon: seeding.DaemonStore
@@ -170,24 +179,22 @@ def test_what_the_daemon_collected_after_a_build_is_not_registered_again_in_that
     store = Store.open(tmp_path / "cache", "default")
     manifest = publish_image(store, "proj/app", IMAGE)
     output, stream = _output()
-    first = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
-    assert first is not None and first.registrar is not None and first.registrar.report.registered == 3
+    first = _prepare(store, manifest, daemon, output)
+    assert first.registrar is not None and first.registrar.report.registered == 3
     first.release()
     state = ctr_state(tmp_path)
     top = session_pool.layers_of_manifests(store.layout, [manifest])[-1].chain_id
     del state["snapshots"][top]  # no image used the top layer (a builder stage's): the daemon's gc took it
     (tmp_path / "ctr.json").write_text(json.dumps(state))
-    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
-    assert again is not None and again.registrar is not None
+    again = _prepare(store, manifest, daemon, output)
+    assert again.registrar is not None
     report = again.registrar.report
     assert (report.registered, report.present, report.dropped) == (0, 2, 1), report.summary()
     assert again.registrar.root is None, "nothing to pin: the fast path"
     again.release()
     assert top not in ctr_state(tmp_path)["snapshots"]
-    # Another session of the same machine (its own memo) registers it as usual.
-    env = {**os.environ, "COMPOSECACHE_MEMO_DIR": str(tmp_path / "memo-of-another-session")}
-    other = session_pool.prepare_daemon(store.layout, [manifest], daemon, env, output, fill=True)
-    assert other is not None and other.registrar is not None and other.registrar.report.registered == 1
+    other = _prepare(store, manifest, daemon, output, memo_dir=tmp_path / "another-session")  # registers it
+    assert other.registrar is not None and other.registrar.report.registered == 1
     other.release()
     assert "warning" not in stream.getvalue()
 
@@ -348,13 +355,11 @@ def test_a_pruned_session_registers_everything_again(tmp_path: Path, daemon: see
     store = Store.open(tmp_path / "cache", "default")
     manifest = publish_image(store, "proj/app", IMAGE)
     output, _ = _output()
-    first = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
-    assert first is not None and first.registrar is not None
-    first.release()
+    _prepare(store, manifest, daemon, output).release()
     state = ctr_state(tmp_path)
     state["snapshots"] = {}  # docker system prune -a: every snapshot gone
     (tmp_path / "ctr.json").write_text(json.dumps(state))
-    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
-    assert again is not None and again.registrar is not None
+    again = _prepare(store, manifest, daemon, output)
+    assert again.registrar is not None
     assert (again.registrar.report.registered, again.registrar.report.dropped) == (3, 0)
     again.release()
