@@ -158,6 +158,7 @@ class Registrar:
         self._failed: set[str] = set()  # ... and those whose entry could not be used (said once)
         self.on_wait: Any = None
         self._registered_before: set[str] = set()  # what earlier builds of this session registered (its memo)
+        self.unneeded_blobs: set[str] = set()  # the blobs of dropped layers only: seeding leaves them out
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
         return _ctr_capture(self.daemon, self.env, *args, stdin_text=stdin_text, stdin_path=stdin_path)
@@ -180,7 +181,10 @@ class Registrar:
         existing = self._snapshot_keys()
         dropped = self._dropped(existing)
         if dropped:
-            layers = [layer for layer in layers if layer.chain_id not in dropped]
+            kept = [layer for layer in layers if layer.chain_id not in dropped]
+            # Their blobs are not seeded either: copied in before every build, collected after it.
+            self.unneeded_blobs = {layer.blob.digest for layer in layers} - {layer.blob.digest for layer in kept}
+            layers = kept
             self.report.dropped = self.report.layers - len(layers)
         if all(layer.chain_id in existing for layer in layers):
             # Every chain is there already (an earlier build of this session): the images that
@@ -561,7 +565,8 @@ def prepare_daemon(
         # No usable session daemon (no ctr, a remote daemon, another snapshotter, a container
         # builder): an expected setup, so an info line (-q hides it), not a fall-back warning.
         output.info(f"layer pool not used: {daemon}; layers stream and extract the normal way")
-    prepared.seeder = seeding.seed_imports(layout, manifests, daemon, env, output)
+    skip = prepared.registrar.unneeded_blobs if prepared.registrar is not None else set()
+    prepared.seeder = seeding.seed_imports(layout, manifests, daemon, env, output, skip=skip)
     return prepared if prepared.registrar or prepared.seeder else None
 
 

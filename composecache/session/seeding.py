@@ -46,7 +46,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,9 +241,9 @@ class Seeder:
         except OSError:
             return False
 
-    def seed(self, manifests: Sequence[str]) -> SeedReport:
+    def seed(self, manifests: Sequence[str], skip: Collection[str] = ()) -> SeedReport:
         started = time.monotonic()
-        candidates = blobs_to_seed(self.layout, manifests)
+        candidates = [d for d in blobs_to_seed(self.layout, manifests) if d.digest not in skip]
         missing = [d for d in candidates if not self._present(d)]
         self.report.candidates, self.report.present = len(candidates), len(candidates) - len(missing)
         if missing:
@@ -374,8 +374,12 @@ def seed_imports(
     daemon: DaemonStore | str | None,
     env: Mapping[str, str],
     output: Output,
+    *,
+    skip: Collection[str] = (),
 ) -> Seeder | None:
     """Seed the layers of the imported manifests (digests); the Seeder to release after the build, or None.
+
+    skip: blob digests to leave out (the pool's layers that this session's daemon dropped).
 
     daemon: where the daemon keeps its content, or why seeding cannot be used
     (a string, shown with -v), or None (seeding off).  Never raises: anything
@@ -388,7 +392,7 @@ def seed_imports(
         return None
     seeder = Seeder(daemon, layout, env)
     try:
-        report = seeder.seed(manifests)
+        report = seeder.seed(manifests, skip)
     except Exception as exc:  # a bug: an optimisation must never cost the build (strict mode raises it)
         seeder.release()
         from composecache import crashlog  # the error path only

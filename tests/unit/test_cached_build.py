@@ -56,7 +56,7 @@ def seeded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], object]]:
             calls.append((["released"], None))
 
     def seed_imports(layout: Layout | None, manifests: Sequence[str], daemon: object, env: Mapping[str, str],
-                     output: Output) -> Released:  # fmt: skip
+                     output: Output, *, skip: object = ()) -> Released:  # fmt: skip
         calls.append((list(manifests), daemon))
         return Released()
 

@@ -183,14 +183,19 @@ def test_what_the_daemon_collected_after_a_build_is_not_registered_again_in_that
     assert first.registrar is not None and first.registrar.report.registered == 3
     first.release()
     state = ctr_state(tmp_path)
-    top = session_pool.layers_of_manifests(store.layout, [manifest])[-1].chain_id
+    top_layer = session_pool.layers_of_manifests(store.layout, [manifest])[-1]
+    top = top_layer.chain_id
     del state["snapshots"][top]  # no image used the top layer (a builder stage's): the daemon's gc took it
     (tmp_path / "ctr.json").write_text(json.dumps(state))
+    assert daemon.content_blobs is not None
+    (daemon.content_blobs / top_layer.blob.hex).unlink()  # and its blob
     again = _prepare(store, manifest, daemon, output)
     assert again.registrar is not None
     report = again.registrar.report
     assert (report.registered, report.present, report.dropped) == (0, 2, 1), report.summary()
     assert again.registrar.root is None, "nothing to pin: the fast path"
+    assert again.seeder is None or again.seeder.report.seeded == 0, "nor is its blob copied in again"
+    assert not (daemon.content_blobs / top_layer.blob.hex).exists()
     again.release()
     assert top not in ctr_state(tmp_path)["snapshots"]
     other = _prepare(store, manifest, daemon, output, memo_dir=tmp_path / "another-session")  # registers it

@@ -141,7 +141,7 @@ def test_a_bug_in_seeding_fails_open_with_a_crash_log_and_strict_mode_raises_it(
     monkeypatch.setenv("COMPOSECACHE_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("COMPOSECACHE_STRICT", raising=False)
 
-    def bug(self: seeding.Seeder, manifests: list[str]) -> seeding.SeedReport:
+    def bug(self: seeding.Seeder, manifests: list[str], skip: object = ()) -> seeding.SeedReport:
         raise KeyError("a bug")
 
     monkeypatch.setattr(seeding.Seeder, "seed", bug)
