@@ -115,6 +115,10 @@ def _snapshots_ls(daemon: DaemonStore) -> tuple[str, ...]:
     return ("snapshots", "--snapshotter", daemon.snapshotter, "ls")
 
 
+def _digests(value: object) -> set[str]:
+    return {item for item in value if isinstance(item, str)} if isinstance(value, list) else set()
+
+
 class SnapshotListing:
     """`ctr snapshots ls`, started as soon as the session facts name the daemon.
 
@@ -217,7 +221,7 @@ class Registrar:
                         registered.add(layer.chain_id)
             blobs_linked = [layer.blob.digest for layer, linked in links if linked.result()]
         self.report.registered = len(registered)
-        self._remember_registered(registered)
+        self._remember_registered(registered, {layer.chain_id for layer in layers} & existing)
         usable = (usable - {c.chain_id for c in to_register}) | registered
         self._record_use(usable, blobs_linked)
         self.report.seconds = time.monotonic() - started
@@ -256,10 +260,12 @@ class Registrar:
         """
         key = self._memo_key()
         value = memo.Memo.from_env(self.env).get(REGISTERED_KIND, key) if key is not None else None
-        self._registered_before = {c for c in value if isinstance(c, str)} if isinstance(value, list) else set()
-        if not self._registered_before & existing:
-            # Nothing it registered is left: the session was pruned (`docker system prune -a`),
-            # not a builder stage collected. Everything is registered again, as in a new session.
+        remembered = value if isinstance(value, dict) else {}
+        self._registered_before = _digests(remembered.get("registered"))
+        had = _digests(remembered.get("had"))  # the chains the daemon had then (its images')
+        if not (self._registered_before | had) & existing:
+            # Nothing of it is left: the session was pruned (`docker system prune -a`), not a
+            # builder stage collected. Everything is registered again, as in a new session.
             self._registered_before = set()
         return self._registered_before - existing
 
@@ -272,10 +278,11 @@ class Registrar:
             return None
         return memo.fingerprint(str(self.daemon.address), self.daemon.namespace, info.st_dev, info.st_ino)
 
-    def _remember_registered(self, registered: set[str]) -> None:
+    def _remember_registered(self, registered: set[str], had: set[str]) -> None:
         key = self._memo_key()
         if key is not None and registered - self._registered_before:
-            memo.Memo.from_env(self.env).put(REGISTERED_KIND, key, sorted(self._registered_before | registered))
+            value = {"registered": sorted(self._registered_before | registered), "had": sorted(had)}
+            memo.Memo.from_env(self.env).put(REGISTERED_KIND, key, value)
 
     def _record_use(self, chains: set[str], blobs_linked: list[str]) -> None:
         """Tell gc that this session uses these trees (and the blobs it linked) now."""

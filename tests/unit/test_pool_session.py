@@ -368,3 +368,28 @@ def test_a_pruned_session_registers_everything_again(tmp_path: Path, daemon: see
     assert again.registrar is not None
     assert (again.registrar.report.registered, again.registrar.report.dropped) == (3, 0)
     again.release()
+
+
+@root_only
+def test_in_the_session_that_built_the_images_a_collected_builder_layer_is_not_a_prune(
+    tmp_path: Path, daemon: seeding.DaemonStore
+) -> None:
+    store = Store.open(tmp_path / "cache", "default")
+    manifest = publish_image(store, "proj/app", IMAGE)
+    output, _ = _output()
+    _prepare(store, manifest, daemon, output, memo_dir=tmp_path / "builder").release()  # the images' chains
+
+    def collect_top() -> None:  # the daemon's gc takes the one chain no image holds
+        state = ctr_state(tmp_path)
+        del state["snapshots"][session_pool.layers_of_manifests(store.layout, [manifest])[-1].chain_id]
+        (tmp_path / "ctr.json").write_text(json.dumps(state))
+
+    collect_top()
+    first = _prepare(store, manifest, daemon, output)  # this session registers only the top
+    assert first.registrar is not None and first.registrar.report.registered == 1
+    first.release()
+    collect_top()  # all it registered is gone, but the images' chains are not: no prune
+    again = _prepare(store, manifest, daemon, output)
+    assert again.registrar is not None
+    assert (again.registrar.report.registered, again.registrar.report.dropped) == (0, 1)
+    again.release()
