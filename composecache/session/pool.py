@@ -255,8 +255,9 @@ class Registrar:
         built).  Registering them again before every build cost such a session tens of ctr
         calls per build, so they are not: should a later build need one, it extracts that
         layer the normal way.  What this session registered is in its own memo, keyed by the
-        daemon's content directory (a new data-root is a new daemon).  When none of it is left,
-        the session was pruned: then nothing counts as dropped.
+        daemon's content directory (a new data-root is a new daemon).  When nothing it registered,
+        nor any chain the daemon had then (its images'), is left, the session was pruned: then
+        nothing counts as dropped.
         """
         key = self._memo_key()
         value = memo.Memo.from_env(self.env).get(REGISTERED_KIND, key) if key is not None else None
