@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from composecache.errors import CacheUnavailable, StrictFallback, strict_mode
 from composecache.output import Output, printable
@@ -130,8 +129,7 @@ def extra_cache_entries(request: CacheRequest, settings: Settings) -> tuple[list
     return [], []
 
 
-@dataclass(frozen=True)
-class CacheRequest:
+class CacheRequest(NamedTuple):
     """What one service (or image) wants from the store."""
 
     key: str  # the service or image name, for messages
@@ -140,21 +138,25 @@ class CacheRequest:
     mode: str = "max"
 
 
-@dataclass
 class CacheSlot:
     """What the store gave one request, and what became of its export."""
 
-    request: CacheRequest
-    cache_from: list[str] = field(default_factory=list)
-    imported_from: list[str] = field(default_factory=list)
-    imports: list[ImportSpec] = field(default_factory=list)  # leases held until finish()
-    remote_imports: list[tuple[str, str]] = field(default_factory=list)  # (scope, cache_from) from the registry
     cache_to: str | None = None
     staging: Staging | None = None
     outcome: PublishOutcome | None = None
     export_note: str | None = None  # why nothing is exported, when it is not
-    extra_from: list[str] = field(default_factory=list)  # from extra_cache_entries
-    extra_to: list[str] = field(default_factory=list)
+
+    def __init__(self, request: CacheRequest, *, cache_from: list[str] | None = None, cache_to: str | None = None,
+                 extra_from: list[str] | None = None) -> None:  # fmt: skip
+        self.request = request
+        self.cache_from: list[str] = cache_from or []
+        self.imported_from: list[str] = []
+        self.imports: list[ImportSpec] = []  # leases held until finish()
+        self.remote_imports: list[tuple[str, str]] = []  # (scope, cache_from) from the registry
+        self.extra_from: list[str] = extra_from or []  # from extra_cache_entries
+        self.extra_to: list[str] = []
+        if cache_to is not None:
+            self.cache_to = cache_to
 
     @property
     def cache_from_entries(self) -> list[str]:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NoReturn
 
 from composecache import __version__, runner
@@ -147,13 +146,13 @@ def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
     return docker_build.main
 
 
-@dataclass
 class _Call:
     """One run of composecache: its arguments, and the settings and output known so far."""
 
-    args: list[str]
-    settings: Settings
-    output: Output
+    __slots__ = ("args", "output", "settings")
+
+    def __init__(self, args: list[str], settings: Settings, output: Output) -> None:
+        self.args, self.settings, self.output = args, settings, output
 
 
 def console() -> NoReturn:

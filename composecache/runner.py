@@ -15,9 +15,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Generic, TypeVar
+from typing import IO, Generic, NamedTuple, TypeVar
 
 from composecache.errors import ToolError, ToolNotExecutable, ToolNotFound, ToolTimedOut
 
@@ -69,8 +68,7 @@ class Background(Generic[T]):
         return self._result  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class Captured:
+class Captured(NamedTuple):
     returncode: int
     stdout: str
     stderr: str

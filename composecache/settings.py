@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_SHARED_DIR = Path("/buildkit-cache")
 DEFAULT_NAMESPACE = "default"
@@ -33,8 +32,7 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(xdg) / "composecache"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     cache_dir: Path
     disabled: bool = False
     read_only: bool = False
@@ -64,4 +62,4 @@ class Settings:
         )
 
     def with_options(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        return self._replace(**changes)

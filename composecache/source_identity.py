@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from composecache.errors import ComposecacheError
@@ -25,8 +25,7 @@ SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")  # git@host:org/repo
 DEFAULT_BRANCH_GUESSES = ("main", "master")
 
 
-@dataclass(frozen=True)
-class SourceIdentity:
+class SourceIdentity(NamedTuple):
     name: str  # "github.com/org/repo" or the directory name
     branch: str | None = None  # the current branch, when it is not the default branch
     from_git: bool = False  # name is the repository's (with the path inside it), not a directory name

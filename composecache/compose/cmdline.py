@@ -10,7 +10,6 @@ re-adds (with its override file last).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 # `docker compose --help` (2.26 - 2.40, v5).  Flags not listed are taken as booleans.
 GLOBAL_VALUE_FLAGS = {
@@ -31,19 +30,22 @@ SUBCOMMAND_VALUE_FLAGS = {
 }  # fmt: skip
 
 
-@dataclass
 class ComposeArgs:
-    global_args: list[str] = field(default_factory=list)  # as given, without -f/--file
-    files: list[str] = field(default_factory=list)
+    """A compose command line, taken apart (filled in by parse())."""
+
     project_name: str | None = None
     project_directory: str | None = None  # --project-directory
     workdir: str | None = None  # --workdir (deprecated spelling; compose refuses both together)
-    env_files: list[str] = field(default_factory=list)
-    profiles: list[str] = field(default_factory=list)
     compose_dry_run: bool = False
     subcommand: str | None = None
-    sub_args: list[str] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+
+    def __init__(self) -> None:
+        self.global_args: list[str] = []  # as given, without -f/--file
+        self.files: list[str] = []
+        self.env_files: list[str] = []
+        self.profiles: list[str] = []
+        self.sub_args: list[str] = []
+        self.services: list[str] = []
 
     @property
     def can_build(self) -> bool:

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 from composecache.session.toolchain import Version
 
@@ -55,12 +56,11 @@ class DiscoveryError(Exception):
     """Compose itself would fail to find or read its files here (it says why when it runs)."""
 
 
-@dataclass(frozen=True)
-class ComposeFiles:
+class ComposeFiles(NamedTuple):
     files: list[str]  # -f: as the user gave them; else absolute paths ("-": stdin)
     project_dir: Path  # where relative paths in the model resolve (compose's working dir)
     origin: str  # "-f", "COMPOSE_FILE" (environment), ".env", "discovered", "none"
-    extra_env: dict[str, str] = field(default_factory=dict)  # what compose < 2.27.1 put into its environment
+    extra_env: Mapping[str, str] = MappingProxyType({})  # what compose < 2.27.1 put into its environment
     inputs: tuple[str, ...] = ()  # env files read and directories searched: what the answer depends on
     error: str | None = None  # compose would fail (files stays empty)
 
@@ -108,17 +108,15 @@ def _existing(directory: str, names: tuple[str, ...]) -> list[str]:
     return [path for path in (os.path.join(directory, name) for name in names) if os.path.exists(path)]
 
 
-@dataclass
 class _Pass:
     """compose-go ProjectOptions while toProjectOptions runs."""
 
-    cwd: Path
-    environment: dict[str, str]
-    working_dir: str | None
-    config_paths: list[str]
-    env_files: list[str]
-    shared_map: bool
-    inputs: list[str]
+    __slots__ = ("config_paths", "cwd", "env_files", "environment", "inputs", "shared_map", "working_dir")
+
+    def __init__(self, cwd: Path, environment: dict[str, str], working_dir: str | None, config_paths: list[str],
+                 env_files: list[str], shared_map: bool, inputs: list[str]) -> None:  # fmt: skip
+        self.cwd, self.environment, self.working_dir = cwd, environment, working_dir
+        self.config_paths, self.env_files, self.shared_map, self.inputs = config_paths, env_files, shared_map, inputs
 
     def get_working_dir(self) -> str:
         if self.working_dir:

@@ -10,7 +10,6 @@ it would alone.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -182,9 +181,9 @@ def _requests(
             continue
         source = scopes.source_for(identity.result(), service, files.project_dir)
         request = scopes.request_for(item, service_settings, source, settings.scope_prefix)
-        requests.setdefault(item, dataclasses.replace(request, key=name))
+        requests.setdefault(item, request._replace(key=name))
         if requests[item].key != name:  # same image, another build: its own export to the same scope
-            requests[name] = dataclasses.replace(request, key=name)
+            requests[name] = request._replace(key=name)
     return list(requests.values()), followers, invalid
 
 

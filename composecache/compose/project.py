@@ -9,9 +9,8 @@ and the preview says it is approximate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache import schema
 
@@ -26,8 +25,7 @@ class ModelError(Exception):
         self.message = message
 
 
-@dataclass
-class ServiceModel:
+class ServiceModel(NamedTuple):
     name: str
     build: dict[str, Any] | None
     image: str | None
@@ -67,12 +65,10 @@ class ServiceModel:
         return name or None
 
 
-@dataclass
-class ProjectModel:
+class ProjectModel(NamedTuple):
     name: str | None
     services: dict[str, ServiceModel]
     approximate: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)
     remembered: bool = False  # from the memo (model_memo.py): only whether services build, no build sections
     remembered_shared: dict[str, str] | None = None  # shared_builds() as remembered
 
@@ -154,14 +150,13 @@ def _model(data: dict[str, Any], *, approximate: bool) -> ProjectModel:
             extension=raw.get(EXTENSION),
         )
         if service.builds:  # checked here, once per `compose config`: a remembered project keeps the verdict
-            service.problems = extension_problems(service)
+            service = service._replace(problems=extension_problems(service))
         services[service.name] = service
     name = data.get("name")
-    return ProjectModel(name=str(name) if name else None, services=services, approximate=approximate, raw=data)
+    return ProjectModel(name=str(name) if name else None, services=services, approximate=approximate)
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
+class ServiceSettings(NamedTuple):
     enabled: bool = True
     scope: str | None = None
     mode: str = "max"

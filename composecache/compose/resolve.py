@@ -20,9 +20,8 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache import runner
 from composecache.compose import cmdline, files, model_memo, project
@@ -39,8 +38,7 @@ CONFIG_TIMEOUT_S = 120
 TIMED_OUT = 124  # runner.safe_capture: 124 no answer in time, 126 not executable, 127 not found
 
 
-@dataclass
-class Resolved:
+class Resolved(NamedTuple):
     """What the build path needs: the files, how to hand them to compose, the model."""
 
     files: ComposeFiles
@@ -57,8 +55,7 @@ class Resolved:
         return files.invocation(self.files, extra_files)
 
 
-@dataclass(frozen=True)
-class NoCache:
+class NoCache(NamedTuple):
     """The run goes to compose without composecache; `status` for a dry run (None: run compose).
 
     `said`: the one line that says why has been printed (Output.fall_back)."""
@@ -158,8 +155,7 @@ def resolve(
                     parsed.built_services(building))  # fmt: skip
 
 
-@dataclass
-class Asking:
+class Asking(NamedTuple):
     """`compose config` for composecache's files and, for the self-check, for the user's own invocation."""
 
     compose: list[str]

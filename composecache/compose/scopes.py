@@ -9,7 +9,6 @@ that first, then the default branch's scope.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from composecache.cached_build import CacheRequest
@@ -28,7 +27,7 @@ def source_for(identity: SourceIdentity, service: ServiceModel, project_dir: Pat
     """
     if identity.from_git:
         return identity
-    return dataclasses.replace(identity, name=f"{identity.name}-{service.shape_digest(project_dir)}")
+    return identity._replace(name=f"{identity.name}-{service.shape_digest(project_dir)}")
 
 
 def request_for(

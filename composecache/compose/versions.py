@@ -11,7 +11,9 @@ names and has no `cache_to`: its builds reach the cache through the docker shim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 from composecache.session.toolchain import Builder, Version
 
@@ -23,13 +25,12 @@ BAKE_ONLY_SINCE = Version("5.0.0")
 V2 = Version("2.0.0")
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """How one compose run gets the cache."""
 
     strategy: str  # "override", "bake" or "passthrough"
     export: bool  # whether builds export to the store (else import only)
-    env: dict[str, str] = field(default_factory=dict)  # set for the compose child
+    env: Mapping[str, str] = MappingProxyType({})  # set for the compose child
     warnings: tuple[str, ...] = ()
     doctor_hints: tuple[str, ...] = ()
 

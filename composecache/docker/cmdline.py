@@ -16,7 +16,7 @@ guess: the caller passes the command through unchanged (fail open).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # `docker --help`, Global Options.
 GLOBAL_VALUE_LONG = {"--host", "--context", "--config", "--log-level", "--tlscacert", "--tlscert", "--tlskey"}
@@ -45,14 +45,13 @@ COMPOSE = "compose"
 OTHER = "other"
 
 
-@dataclass
-class DockerCommand:
+class DockerCommand(NamedTuple):
     """`docker` arguments split into global options, the command words and the rest."""
 
-    global_args: list[str] = field(default_factory=list)
-    kind: str = OTHER
-    words: list[str] = field(default_factory=list)  # e.g. ["buildx", "--builder", "x", "build"]
-    rest: list[str] = field(default_factory=list)  # the build (or compose) arguments
+    global_args: list[str]
+    kind: str
+    words: list[str]  # e.g. ["buildx", "--builder", "x", "build"]
+    rest: list[str]  # the build (or compose) arguments
     buildx_builder: str | None = None  # `docker buildx --builder X build`
 
     @property
@@ -87,7 +86,7 @@ def split_global_options(args: list[str]) -> tuple[list[str], list[str]]:
 def classify(args: list[str]) -> DockerCommand:
     """Which docker command `args` is, and where its own arguments start."""
     global_args, rest = split_global_options(args)
-    command = DockerCommand(global_args=global_args, rest=rest)
+    command = DockerCommand(global_args, OTHER, [], rest)
     if not rest:
         return command
     word = rest[0]
@@ -109,12 +108,10 @@ def classify(args: list[str]) -> DockerCommand:
     return command
 
 
-@dataclass
 class BuildArgs:
-    """What composecache needs to know about one build's flags (the flags stay as typed)."""
+    """What composecache needs to know about one build's flags (the flags stay as typed; filled in by parse)."""
 
-    context: str
-    tags: list[str] = field(default_factory=list)
+    context: str = ""
     dockerfile: str | None = None
     target: str | None = None
     builder: str | None = None
@@ -123,6 +120,9 @@ class BuildArgs:
     call: str | None = None  # --call / --check / --print: evaluate instead of build
     quiet: bool = False
     help: bool = False
+
+    def __init__(self) -> None:
+        self.tags: list[str] = []
 
 
 class BuildArgsError(ValueError):
@@ -182,7 +182,7 @@ def parse_build(args: list[str]) -> BuildArgs:
     """Parse `build` arguments (everything after the command words)."""
     positionals: list[str] = []
     tags: list[str] = []
-    parsed = BuildArgs(context="")
+    parsed = BuildArgs()
     i = 0
     while i < len(args):
         arg = args[i]

@@ -41,7 +41,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +76,9 @@ class PoolUnavailable(Exception):
     """The pool cannot be used for this build; the message says why."""
 
 
-@dataclass
 class PoolReport:
+    """What one build's pool step did (filled in as it goes)."""
+
     layers: int = 0
     present: int = 0  # the daemon had the snapshot already
     registered: int = 0
@@ -89,8 +89,10 @@ class PoolReport:
     unfilled: int = 0  # missing from a pool this build may not fill (a read-only store)
     dropped: int = 0  # registered by an earlier build of this session, collected by the daemon since
     seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)  # layers that extract the normal way, and why
-    repaired: list[str] = field(default_factory=list)
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []  # layers that extract the normal way, and why
+        self.repaired: list[str] = []
 
     def summary(self) -> str:
         filled = ""
@@ -529,7 +531,6 @@ def _first_line(text: str) -> str:
 # --- the hook the front-ends call -------------------------------------------------------------------
 
 
-@dataclass
 class Prepared:
     """What was done to the daemon before the build; `release()` after it (never raises)."""
 

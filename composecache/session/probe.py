@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache.errors import ComposecacheError
 from composecache.session import seeding, toolchain
@@ -32,8 +31,7 @@ KEY_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_API_VERSION
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     tools: toolchain.Toolchain | None  # None: docker or compose could not be run
     daemon: seeding.DaemonStore | str  # the store seeding may use, or why it cannot
     remembered: bool = False

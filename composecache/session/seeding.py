@@ -47,9 +47,8 @@ import stat
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache import runner
 from composecache.output import Output
@@ -77,8 +76,7 @@ class SeedUnavailable(Exception):
     """Seeding cannot be used here; the message says why (shown with -v)."""
 
 
-@dataclass(frozen=True)
-class DaemonStore:
+class DaemonStore(NamedTuple):
     """Where a session daemon keeps its containerd content, as far as composecache can reach it."""
 
     address: Path  # containerd's gRPC socket
@@ -91,15 +89,18 @@ class DaemonStore:
         return [str(self.ctr), "-a", str(self.address), "-n", self.namespace, *args]
 
 
-@dataclass
 class SeedReport:
+    """What one build's seeding did (filled in as it goes)."""
+
     candidates: int = 0
     present: int = 0
     seeded: int = 0
     seeded_bytes: int = 0
     seconds: float = 0.0
     root: str | None = None
-    problems: list[str] = field(default_factory=list)
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
 
     def summary(self) -> str:
         return (f"seeded {self.seeded} of {self.candidates} layer blobs ({self.seeded_bytes / 1e6:.0f} MB; "

@@ -11,9 +11,8 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache.errors import ComposecacheError
 from composecache.runner import Background, Captured, capture, safe_capture
@@ -146,8 +145,7 @@ def parse_version(text: str) -> Version | None:
     return Version(match.group(1)) if match else None
 
 
-@dataclass(frozen=True)
-class Builder:
+class Builder(NamedTuple):
     """What the build backend compose / buildx will use can do."""
 
     driver: str | None  # "docker", "docker-container", "remote", ... (None: unknown)
@@ -191,8 +189,7 @@ def _parse_builder(inspect: Captured, info: dict[str, Any] | None) -> Builder:
 UNKNOWN_BUILDER = Builder(driver=None, containerd_store=None)
 
 
-@dataclass(frozen=True)
-class Toolchain:
+class Toolchain(NamedTuple):
     docker: Path
     compose: list[str]
     compose_version: Version | None

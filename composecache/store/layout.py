@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from composecache.errors import CacheUnavailable
 from composecache.store.naming import safe_dirname
@@ -50,8 +50,7 @@ HINT_MARKER = "if this directory is not a composecache store, use another COMPOS
 HINT_PERMISSIONS = "check the directory's owner and mode, or set COMPOSECACHE_DIR / --cache-dir elsewhere"
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     base: Path
     namespace: str
 

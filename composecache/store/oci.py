@@ -20,8 +20,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -36,8 +35,7 @@ class OciError(ValueError):
     """An index or manifest that does not parse as one BuildKit writes."""
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     digest: str
     size: int
     media_type: str

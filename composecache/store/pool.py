@@ -39,9 +39,8 @@ import os
 import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache.store import oci
 from composecache.store.layout import Layout
@@ -85,8 +84,7 @@ def chain_id(parent: str | None, diff_id: str) -> str:
     return oci.sha256_digest(f"{parent} {diff_id}".encode())
 
 
-@dataclass(frozen=True)
-class PoolLayer:
+class PoolLayer(NamedTuple):
     """One layer of a chain, as the imported cache describes it."""
 
     chain_id: str
@@ -202,8 +200,7 @@ def _manifest_parts(manifest: Any) -> tuple[list[oci.Descriptor], dict[str, str]
 # --- where things are ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PoolLayout:
+class PoolLayout(NamedTuple):
     layout: Layout
 
     @property
@@ -278,8 +275,7 @@ def create_pool_dirs(pool: PoolLayout) -> None:
 # --- entries -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EntryInfo:
+class EntryInfo(NamedTuple):
     chain_id: str
     diff_id: str
     parent: str | None

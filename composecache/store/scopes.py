@@ -21,9 +21,8 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from composecache.store import oci
 from composecache.store.layout import BLOBS_LINK, Layout
@@ -62,15 +61,13 @@ class ScopeProblem(Exception):
         self.digest = digest
 
 
-@dataclass(frozen=True)
-class ScopeRecord:
+class ScopeRecord(NamedTuple):
     name: str | None
     last_used: float | None
     published: float | None
 
 
-@dataclass(frozen=True)
-class ScopeContent:
+class ScopeContent(NamedTuple):
     manifest: oci.Descriptor
     references: list[oci.Descriptor]
 
@@ -254,8 +251,7 @@ def quarantine_bad_blob(layout: Layout, problem: ScopeProblem) -> Path | None:
     return quarantine(layout, path, str(problem))
 
 
-@dataclass(frozen=True)
-class QuarantineEntry:
+class QuarantineEntry(NamedTuple):
     path: Path
     reason: str
     name: str | None

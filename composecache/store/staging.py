@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from composecache.store import oci
@@ -44,15 +43,17 @@ LEASE_SUFFIX = ".lease"
 CREATE_ATTEMPTS = 5
 
 
-@dataclass(eq=False)
 class Staging:
     """A build's private export directory; `cache_to` is what to hand to BuildKit."""
 
-    scope: str
-    path: Path
-    cache_to: str
-    lock: HeldLock = field(repr=False)
-    published_digest: str | None = None
+    __slots__ = ("cache_to", "lock", "path", "published_digest", "scope")
+
+    def __init__(self, scope: str, path: Path, cache_to: str, lock: HeldLock) -> None:
+        self.scope, self.path, self.cache_to, self.lock = scope, path, cache_to, lock
+        self.published_digest: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Staging(scope={self.scope!r}, path={self.path!r})"
 
     @property
     def index_path(self) -> Path:

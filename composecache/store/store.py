@@ -19,9 +19,8 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from composecache.errors import CacheUnavailable, ComposecacheError, UsageError
 from composecache.store import layout as layout_mod
@@ -57,8 +56,7 @@ def spec_string(fields: list[tuple[str, str]]) -> str:
     return ",".join(parts)
 
 
-@dataclass(frozen=True)
-class ImportSpec:
+class ImportSpec(NamedTuple):
     scope: str
     path: Path
     digest: str
@@ -66,8 +64,7 @@ class ImportSpec:
     lease: Path | None = None
 
 
-@dataclass(frozen=True)
-class PublishOutcome:
+class PublishOutcome(NamedTuple):
     scope: str
     published: bool
     reason: str
