@@ -138,6 +138,7 @@ class CacheRequest(NamedTuple):
     mode: str = "max"
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class CacheSlot:
     """What the store gave one request, and what became of its export."""
 

@@ -146,6 +146,7 @@ def _subcommand(name: str) -> Callable[[list[str], Settings, Output], int]:
     return docker_build.main
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class _Call:
     """One run of composecache: its arguments, and the settings and output known so far."""
 

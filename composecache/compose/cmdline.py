@@ -30,6 +30,7 @@ SUBCOMMAND_VALUE_FLAGS = {
 }  # fmt: skip
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class ComposeArgs:
     """A compose command line, taken apart (filled in by parse())."""
 

@@ -108,6 +108,7 @@ def _existing(directory: str, names: tuple[str, ...]) -> list[str]:
     return [path for path in (os.path.join(directory, name) for name in names) if os.path.exists(path)]
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class _Pass:
     """compose-go ProjectOptions while toProjectOptions runs."""
 

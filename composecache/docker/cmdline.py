@@ -108,6 +108,7 @@ def classify(args: list[str]) -> DockerCommand:
     return command
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class BuildArgs:
     """What composecache needs to know about one build's flags (the flags stay as typed; filled in by parse)."""
 

@@ -76,6 +76,7 @@ class PoolUnavailable(Exception):
     """The pool cannot be used for this build; the message says why."""
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class PoolReport:
     """What one build's pool step did (filled in as it goes)."""
 
@@ -164,6 +165,7 @@ class Registrar:
         self._failed: set[str] = set()  # ... and those whose entry could not be used (said once)
         self.on_wait: Any = None
         self._registered_before: set[str] = set()  # what earlier builds of this session registered (its memo)
+        self._key: str | None = None  # this session's memo key for them (set by _dropped)
         self.unneeded_blobs: set[str] = set()  # the blobs of dropped layers only: seeding leaves them out
 
     def _ctr(self, *args: str, stdin_text: str | None = None, stdin_path: Path | None = None) -> runner.Captured:
@@ -261,7 +263,7 @@ class Registrar:
         nor any chain the daemon had then (its images'), is left, the session was pruned: then
         nothing counts as dropped.
         """
-        key = self._memo_key()
+        key = self._key = self._memo_key()
         value = memo.Memo.from_env(self.env).get(REGISTERED_KIND, key) if key is not None else None
         remembered = value if isinstance(value, dict) else {}
         self._registered_before = _digests(remembered.get("registered"))
@@ -282,7 +284,7 @@ class Registrar:
         return memo.fingerprint(str(self.daemon.address), self.daemon.namespace, info.st_dev, info.st_ino)
 
     def _remember_registered(self, registered: set[str], had: set[str]) -> None:
-        key = self._memo_key()
+        key = self._key
         if key is not None and registered - self._registered_before:
             value = {"registered": sorted(self._registered_before | registered), "had": sorted(had)}
             memo.Memo.from_env(self.env).put(REGISTERED_KIND, key, value)

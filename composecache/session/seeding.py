@@ -89,6 +89,7 @@ class DaemonStore(NamedTuple):
         return [str(self.ctr), "-a", str(self.address), "-n", self.namespace, *args]
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class SeedReport:
     """What one build's seeding did (filled in as it goes)."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -50,13 +51,24 @@ HINT_MARKER = "if this directory is not a composecache store, use another COMPOS
 HINT_PERMISSIONS = "check the directory's owner and mode, or set COMPOSECACHE_DIR / --cache-dir elsewhere"
 
 
+@functools.lru_cache(maxsize=8)
+def _root(base: Path, namespace: str) -> Path:
+    """<base>/ns/<namespace>: a build asks for it ~100 times (each path below it), so once."""
+    return base / "ns" / safe_dirname(namespace)
+
+
+@functools.lru_cache(maxsize=8)
+def _blob_dir(base: Path, namespace: str) -> Path:
+    return _root(base, namespace) / "blobs" / "sha256"
+
+
 class Layout(NamedTuple):
     base: Path
     namespace: str
 
     @property
     def root(self) -> Path:
-        return self.base / "ns" / safe_dirname(self.namespace)
+        return _root(self.base, self.namespace)
 
     @property
     def marker(self) -> Path:
@@ -68,7 +80,7 @@ class Layout(NamedTuple):
 
     @property
     def blob_dir(self) -> Path:
-        return self.blobs / "sha256"
+        return _blob_dir(self.base, self.namespace)
 
     @property
     def scopes(self) -> Path:

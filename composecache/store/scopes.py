@@ -104,9 +104,12 @@ def read_record(scope_dir: Path) -> ScopeRecord:
 
 
 def last_used(scope_dir: Path) -> float:
-    """For LRU: the recorded last use, else the index's mtime (a scope made by an older tool)."""
+    """For LRU: the later of the recorded last use and the record's mtime (write_record touches it
+    for a use), else the index's mtime (a scope made by an older tool)."""
     record = read_record(scope_dir)
     if record.last_used is not None:
+        with contextlib.suppress(OSError):
+            return max(record.last_used, os.lstat(scope_dir / RECORD).st_mtime)
         return record.last_used
     try:
         return os.lstat(scope_dir / INDEX).st_mtime
@@ -203,10 +206,20 @@ def write_index(scope_dir: Path, manifest: oci.Descriptor) -> bool:
 
 
 def write_record(scope_dir: Path, name: str, *, published: bool, now: float | None = None) -> None:
-    """The scope's last use (gc's LRU order). Not fsynced: a crash loses at most a recent use, and
-    gc then goes by the index's mtime; two fsyncs per scope and build cost tens of ms (measured)."""
-    now = time.time() if now is None else now
+    """The scope's last use (gc's LRU order) and, with `published`, when its index last changed.
+
+    Not fsynced: a crash loses at most a recent use, and gc then goes by the index's mtime; two
+    fsyncs per scope and build cost tens of ms (measured).  A use that changes nothing else only
+    touches the record (its mtime is the last use: see last_used), one syscall where a rewrite
+    costs ~1 ms per scope here."""
     old = read_record(scope_dir)
+    if now is None and old.name == name and not published:
+        try:
+            os.utime(scope_dir / RECORD, follow_symlinks=False)  # a planted link: its own times only
+            return
+        except OSError:
+            pass  # not ours to touch (another user's record): rewrite it, as the directory allows
+    now = time.time() if now is None else now
     atomic_write_json(
         scope_dir / RECORD,
         {"name": name, "last_used": now, "published": now if published else old.published},

@@ -43,6 +43,7 @@ LEASE_SUFFIX = ".lease"
 CREATE_ATTEMPTS = 5
 
 
+# A plain class, not a dataclass: the build path's records stay cheap (docs/design.md, test_import_budget.py).
 class Staging:
     """A build's private export directory; `cache_to` is what to hand to BuildKit."""
 

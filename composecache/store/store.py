@@ -361,8 +361,8 @@ class Store:
                         self.notice(f"cache blob {problem.digest} is corrupt ({problem.detail}): quarantined")
                 return PublishOutcome(scope, False, f"dropped: {problem.detail} ({problem.digest})", manifest.digest)
             self._make_scope_dir(scope_dir, scope)
-            scopes.write_index(scope_dir, manifest)
-            scopes.write_record(scope_dir, scope, published=True)
+            changed = scopes.write_index(scope_dir, manifest)
+            scopes.write_record(scope_dir, scope, published=changed)
         staging.published_digest = manifest.digest
         with contextlib.suppress(OSError):  # re-arm: gc protects orphans newer than this (roots.py)
             os.utime(staging.lock.path)

@@ -31,6 +31,7 @@ def _set_last_used(store: Store, scope: str, when: float) -> None:
     record = store.layout.scope_dir(scope) / "scope.json"
     value = json.loads(record.read_text())
     record.write_text(json.dumps({**value, "last_used": when}))
+    os.utime(record, (when, when))  # a use touches the record: its mtime counts too
 
 
 def _blob_exists(store: Store, data: bytes) -> bool:

@@ -137,11 +137,47 @@ def test_import_records_last_use(store: Store) -> None:
     record = store.layout.scope_dir("api") / "scope.json"
     old = json.loads(record.read_text())
     record.write_text(json.dumps({**old, "last_used": 1000.0}))
+    os.utime(record, (1000.0, 1000.0))
     store.release_import(store.prepare_import("api"))
-    assert json.loads(record.read_text())["last_used"] > 1000.0
+    assert scopes.last_used(store.layout.scope_dir("api")) > 1000.0
     assert json.loads(record.read_text())["name"] == "api"
     store.peek_import("api")  # never writes
     assert scopes.read_record(store.layout.scope_dir("api")).name == "api"
+
+
+def test_a_use_that_changes_nothing_else_touches_the_record_and_counts_for_lru(store: Store) -> None:
+    publish_layers(store, "api", [b"x"])
+    scope_dir = store.layout.scope_dir("api")
+    record = scope_dir / "scope.json"
+    first = scopes.read_record(scope_dir)
+    assert first.last_used is not None and first.published is not None
+    os.utime(record, (1000.0, 1000.0))
+    old = json.loads(record.read_text())
+    record.write_text(json.dumps({**old, "last_used": 1000.0}))
+    os.utime(record, (1000.0, 1000.0))
+    before = record.stat()
+    store.release_import(store.prepare_import("api"))  # a rebuild: an import, then the same manifest
+    publish_layers(store, "api", [b"x"])
+    after = record.stat()
+    assert after.st_ino == before.st_ino, "touched, not rewritten"
+    assert scopes.read_record(scope_dir) == ("api", 1000.0, first.published), "the record's content is unchanged"
+    assert scopes.last_used(scope_dir) > 1000.0, "the touch is the last use gc orders by"
+    publish_layers(store, "api", [b"y"])  # a changed index is written
+    assert scopes.read_record(scope_dir).published is not None
+    assert record.stat().st_ino != before.st_ino
+
+
+def test_a_planted_record_link_is_never_followed_when_touched(store: Store, tmp_path: Path) -> None:
+    publish_layers(store, "api", [b"x"])
+    record = store.layout.scope_dir("api") / "scope.json"
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"name": "api", "last_used": 1.0, "published": None}))
+    os.utime(outside, (1000.0, 1000.0))
+    record.unlink()
+    record.symlink_to(outside)
+    store.release_import(store.prepare_import("api"))
+    assert outside.stat().st_mtime == 1000.0, "the target outside the store is untouched"
+    assert json.loads(outside.read_text())["last_used"] == 1.0
 
 
 def test_publish_drops_an_export_whose_blob_vanished(store: Store) -> None:
