@@ -209,12 +209,9 @@ class RegistryClient:
 
     def manifest_digest(self, tag: str) -> str | None:
         """The digest the tag names now (None: no such tag)."""
-        path = f"/v2/{self.remote.repository}/manifests/{tag}"
-        response = self.request("HEAD", path, headers={"Accept": ", ".join(INDEX_TYPES)})
-        if response.status == 404:
+        response = self._manifest("HEAD", tag)
+        if response is None:
             return None
-        if response.status != 200:
-            raise _unexpected(self.remote, f"HEAD manifest {tag}", response)
         digest = response.header("docker-content-digest")
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             # Some registries send no digest on HEAD: fetch the manifest and hash it.
@@ -227,13 +224,18 @@ class RegistryClient:
         return digest
 
     def get_manifest(self, reference: str) -> bytes | None:
+        response = self._manifest("GET", reference)
+        return None if response is None else response.body
+
+    def _manifest(self, method: str, reference: str) -> Response | None:
+        """HEAD or GET of a manifest by tag or digest (None: there is none)."""
         path = f"/v2/{self.remote.repository}/manifests/{reference}"
-        response = self.request("GET", path, headers={"Accept": ", ".join(INDEX_TYPES)})
+        response = self.request(method, path, headers={"Accept": ", ".join(INDEX_TYPES)})
         if response.status == 404:
             return None
         if response.status != 200:
-            raise _unexpected(self.remote, f"GET manifest {reference}", response)
-        return response.body
+            raise _unexpected(self.remote, f"{method} manifest {reference}", response)
+        return response
 
     def blob_exists(self, digest: str) -> bool:
         response = self.request("HEAD", f"/v2/{self.remote.repository}/blobs/{digest}")

@@ -457,14 +457,7 @@ class Registrar:
         return True
 
     def _remove_stale_roots(self) -> None:
-        """Roots a killed composecache left (seeding's and the pool's carry the same expiry label)."""
-        listed = self._ctr("content", "ls", f'labels."{seeding.OWNER_LABEL}"')
-        now = time.time()
-        for line in listed.stdout.splitlines()[1:]:
-            digest = line.split(maxsplit=1)[0] if line.strip() else ""
-            match = re.search(rf"{re.escape(seeding.OWNER_LABEL)}=(\d+)", line)
-            if digest.startswith("sha256:") and match and int(match.group(1)) < now:
-                self._ctr("content", "rm", digest)
+        seeding.remove_stale_roots(self._ctr)
 
     def release(self) -> None:
         """Unpin: the images reference what they use; the daemon collects the rest.

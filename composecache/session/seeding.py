@@ -46,7 +46,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -222,6 +222,17 @@ def blobs_to_seed(layout: Layout, manifest_digests: Iterable[str]) -> list[oci.D
 # --- seeding --------------------------------------------------------------------------------------
 
 
+def remove_stale_roots(ctr: Callable[..., runner.Captured]) -> None:
+    """Content roots a killed composecache left: seeding's and the pool's carry the same expiry label."""
+    listed = ctr("content", "ls", f'labels."{OWNER_LABEL}"')
+    now = time.time()
+    for line in listed.stdout.splitlines()[1:]:
+        digest = line.split(maxsplit=1)[0] if line.strip() else ""
+        match = re.search(rf"{re.escape(OWNER_LABEL)}=(\d+)", line)
+        if digest.startswith("sha256:") and match and int(match.group(1)) < now:
+            ctr("content", "rm", digest)
+
+
 class Seeder:
     """One seeding: pin, copy, register; `release()` after the build (never raises)."""
 
@@ -336,13 +347,7 @@ class Seeder:
                 os.unlink(temp)
 
     def _remove_stale_roots(self) -> None:
-        listed = self._ctr("content", "ls", f'labels."{OWNER_LABEL}"')
-        now = time.time()
-        for line in listed.stdout.splitlines()[1:]:
-            digest = line.split(maxsplit=1)[0] if line.strip() else ""
-            match = re.search(rf"{re.escape(OWNER_LABEL)}=(\d+)", line)
-            if digest.startswith("sha256:") and match and int(match.group(1)) < now:
-                self._ctr("content", "rm", digest)
+        remove_stale_roots(self._ctr)
 
     def release(self) -> None:
         """Unpin: the images that used the blobs keep them; the daemon collects the rest."""
