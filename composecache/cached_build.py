@@ -142,7 +142,6 @@ class CacheRequest(NamedTuple):
 class CacheSlot:
     """What the store gave one request, and what became of its export."""
 
-    cache_to: str | None = None
     staging: Staging | None = None
     outcome: PublishOutcome | None = None
     export_note: str | None = None  # why nothing is exported, when it is not
@@ -150,14 +149,13 @@ class CacheSlot:
     def __init__(self, request: CacheRequest, *, cache_from: list[str] | None = None, cache_to: str | None = None,
                  extra_from: list[str] | None = None) -> None:  # fmt: skip
         self.request = request
+        self.cache_to = cache_to
         self.cache_from: list[str] = cache_from or []
         self.imported_from: list[str] = []
         self.imports: list[ImportSpec] = []  # leases held until finish()
         self.remote_imports: list[tuple[str, str]] = []  # (scope, cache_from) from the registry
         self.extra_from: list[str] = extra_from or []  # from extra_cache_entries
         self.extra_to: list[str] = []
-        if cache_to is not None:
-            self.cache_to = cache_to
 
     @property
     def cache_from_entries(self) -> list[str]:

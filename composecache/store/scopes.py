@@ -213,7 +213,7 @@ def write_record(scope_dir: Path, name: str, *, published: bool, now: float | No
     touches the record (its mtime is the last use: see last_used), one syscall where a rewrite
     costs ~1 ms per scope here."""
     old = read_record(scope_dir)
-    if now is None and old.name == name and not published:
+    if now is None and old.name == name and old.last_used is not None and not published:
         try:
             os.utime(scope_dir / RECORD, follow_symlinks=False)  # a planted link: its own times only
             return

@@ -167,6 +167,14 @@ def test_a_use_that_changes_nothing_else_touches_the_record_and_counts_for_lru(s
     assert record.stat().st_ino != before.st_ino
 
 
+def test_a_record_without_a_last_use_is_written_not_touched(store: Store) -> None:
+    publish_layers(store, "api", [b"x"])
+    scope_dir = store.layout.scope_dir("api")
+    (scope_dir / "scope.json").write_text(json.dumps({"name": "api"}))  # a record with no last use
+    store.release_import(store.prepare_import("api"))
+    assert scopes.read_record(scope_dir).last_used is not None, "a touch would leave last_used() at the index's mtime"
+
+
 def test_a_planted_record_link_is_never_followed_when_touched(store: Store, tmp_path: Path) -> None:
     publish_layers(store, "api", [b"x"])
     record = store.layout.scope_dir("api") / "scope.json"
