@@ -94,6 +94,11 @@ def ctr_state(tmp_path: Path) -> Any:
     return json.loads((tmp_path / "ctr.json").read_text())
 
 
+def save_ctr_state(tmp_path: Path, state: Any) -> None:
+    """What the daemon did meanwhile (a prune, its gc), as the fake ctr will see it."""
+    (tmp_path / "ctr.json").write_text(json.dumps(state))
+
+
 def publish_image(store: Store, scope: str, layers: list[list[Member]]) -> str:
     """Publish a cache like BuildKit's: gzipped layers, each on the previous one, with their diffIDs."""
     staging = store.prepare_export(scope)
@@ -133,15 +138,21 @@ def _prepare(store: Store, manifest: str, daemon: seeding.DaemonStore, output: O
     return prepared
 
 
+@pytest.fixture
+def published(tmp_path: Path) -> tuple[Store, str]:
+    """A store in tmp_path with IMAGE's cache published (scope proj/app), and its manifest digest."""
+    store = Store.open(tmp_path / "cache", "default")
+    return store, publish_image(store, "proj/app", IMAGE)
+
+
 @root_only
 def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
-    tmp_path: Path, daemon: seeding.DaemonStore
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     output, stream = _output()
-    prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
-    assert prepared is not None and prepared.registrar is not None
+    prepared = _prepare(store, manifest, daemon, output)
+    assert prepared.registrar is not None
     report = prepared.registrar.report
     assert (report.layers, report.registered, report.filled, report.linked) == (3, 3, 3, 3), stream.getvalue()
     assert "warning" not in stream.getvalue()
@@ -165,19 +176,17 @@ def test_registration_points_each_chain_snapshot_at_the_pool_and_links_blobs(
     assert all("containerd.io/gc.root" not in snap["labels"] for snap in snaps.values())  # images pin them now
     # A second session (its own daemon state, its own memo) registers without filling again.
     (tmp_path / "ctr.json").unlink()
-    env = {**os.environ, "COMPOSECACHE_MEMO_DIR": str(tmp_path / "memo-of-another-session")}
-    again = session_pool.prepare_daemon(store.layout, [manifest], daemon, env, output, fill=True)
-    assert again is not None and again.registrar is not None
+    again = _prepare(store, manifest, daemon, output, memo_dir=tmp_path / "memo-of-another-session")
+    assert again.registrar is not None
     assert (again.registrar.report.filled, again.registrar.report.registered) == (0, 3)  # filled once, ever
     again.release()
 
 
 @root_only
 def test_what_the_daemon_collected_after_a_build_is_not_registered_again_in_that_session(
-    tmp_path: Path, daemon: seeding.DaemonStore
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     output, stream = _output()
     first = _prepare(store, manifest, daemon, output)
     assert first.registrar is not None and first.registrar.report.registered == 3
@@ -186,7 +195,7 @@ def test_what_the_daemon_collected_after_a_build_is_not_registered_again_in_that
     top_layer = session_pool.layers_of_manifests(store.layout, [manifest])[-1]
     top = top_layer.chain_id
     del state["snapshots"][top]  # no image used the top layer (a builder stage's): the daemon's gc took it
-    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    save_ctr_state(tmp_path, state)
     assert daemon.content_blobs is not None
     (daemon.content_blobs / top_layer.blob.hex).unlink()  # and its blob
     again = _prepare(store, manifest, daemon, output)
@@ -205,9 +214,10 @@ def test_what_the_daemon_collected_after_a_build_is_not_registered_again_in_that
 
 
 @root_only
-def test_a_read_only_consumer_never_fills(tmp_path: Path, daemon: seeding.DaemonStore) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+def test_a_read_only_consumer_never_fills(
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
+) -> None:
+    store, manifest = published
     output, stream = _output()
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=False)
     assert prepared is not None
@@ -223,10 +233,14 @@ def test_a_read_only_consumer_never_fills(tmp_path: Path, daemon: seeding.Daemon
                                                  ("snapshots ls", "ctr snapshots ls failed"),
                                                  ("content label", "ctr content label failed")])  # fmt: skip
 def test_a_failing_ctr_is_one_line_and_the_normal_path(
-    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch, fault: str, expected: str
+    tmp_path: Path,
+    daemon: seeding.DaemonStore,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    expected: str,
+    published: tuple[Store, str],
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     monkeypatch.setenv("FAKE_CTR_FAIL", fault)
     output, stream = _output()
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
@@ -239,9 +253,10 @@ def test_a_failing_ctr_is_one_line_and_the_normal_path(
     assert not [key for key in snaps if key.startswith(session_pool.TEMP_KEY_PREFIX)]  # no half registration left
 
 
-def test_other_snapshotters_and_the_off_switch(tmp_path: Path, daemon: seeding.DaemonStore) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+def test_other_snapshotters_and_the_off_switch(
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
+) -> None:
+    store, manifest = published
     native = seeding.DaemonStore(daemon.address, daemon.namespace, daemon.ctr, daemon.content_blobs, "native")
     output, stream = _output()
     session_pool.prepare_daemon(store.layout, [manifest], native, {**os.environ}, output, fill=True)
@@ -256,10 +271,9 @@ def test_other_snapshotters_and_the_off_switch(tmp_path: Path, daemon: seeding.D
 
 
 def test_strict_mode_raises_instead_of_falling_back(
-    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     native = seeding.DaemonStore(daemon.address, daemon.namespace, daemon.ctr, daemon.content_blobs, "native")
     monkeypatch.setenv("COMPOSECACHE_STRICT", "1")
     with pytest.raises(StrictFallback):
@@ -281,17 +295,16 @@ def test_the_new_snapshot_directory_is_read_from_ctr_mounts() -> None:
 
 @root_only
 def test_what_a_killed_registration_left_is_removed_by_the_next_one(
-    tmp_path: Path, daemon: seeding.DaemonStore
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     dead_pid = 2**22 + 1  # above pid_max's default: no such process
     state = {"snapshots": {f"{session_pool.TEMP_KEY_PREFIX}{dead_pid}-0a0b0c": {"parent": None, "kind": "Active",
                                                                                "fs": "/nowhere", "labels": {}},
                            f"{session_pool.TEMP_KEY_PREFIX}{os.getpid()}-0d0e0f": {"parent": None, "kind": "Active",
                                                                                   "fs": "/nowhere", "labels": {}}},
              "calls": []}  # fmt: skip
-    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    save_ctr_state(tmp_path, state)
     output, stream = _output()
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
     assert prepared is not None
@@ -304,13 +317,12 @@ def test_what_a_killed_registration_left_is_removed_by_the_next_one(
 
 @root_only
 def test_a_layer_the_daemon_extracted_itself_is_filled_when_a_child_needs_it(
-    tmp_path: Path, daemon: seeding.DaemonStore
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     base = session_pool.layers_of_manifests(store.layout, [manifest])[0]
     state = {"snapshots": {base.chain_id: {"parent": None, "kind": "Committed", "fs": "/x", "labels": {}}}, "calls": []}
-    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    save_ctr_state(tmp_path, state)
     output, stream = _output()
     prepared = session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
     assert prepared is not None and prepared.registrar is not None
@@ -322,10 +334,9 @@ def test_a_layer_the_daemon_extracted_itself_is_filled_when_a_child_needs_it(
 
 
 def test_not_root_is_one_line_and_the_normal_path(
-    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, daemon: seeding.DaemonStore, monkeypatch: pytest.MonkeyPatch, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     output, stream = _output()
     session_pool.prepare_daemon(store.layout, [manifest], daemon, {**os.environ}, output, fill=True)
@@ -335,12 +346,11 @@ def test_not_root_is_one_line_and_the_normal_path(
 
 
 @root_only
-def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path) -> None:
+def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path, published: tuple[Store, str]) -> None:
     from composecache.commands import cache as cache_command
     from composecache.settings import Settings
 
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     report = pool_maintenance.fill_scopes(store.layout, [manifest])
     assert (report.layers, report.filled, report.present, report.refused) == (3, 3, 0, [])
     assert report.bytes == len(b"base\n") + 5000
@@ -356,14 +366,15 @@ def test_cache_fill_unpacks_every_scope_ahead_of_time(tmp_path: Path) -> None:
 
 
 @root_only
-def test_a_pruned_session_registers_everything_again(tmp_path: Path, daemon: seeding.DaemonStore) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+def test_a_pruned_session_registers_everything_again(
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
+) -> None:
+    store, manifest = published
     output, _ = _output()
     _prepare(store, manifest, daemon, output).release()
     state = ctr_state(tmp_path)
     state["snapshots"] = {}  # docker system prune -a: every snapshot gone
-    (tmp_path / "ctr.json").write_text(json.dumps(state))
+    save_ctr_state(tmp_path, state)
     again = _prepare(store, manifest, daemon, output)
     assert again.registrar is not None
     assert (again.registrar.report.registered, again.registrar.report.dropped) == (3, 0)
@@ -372,17 +383,16 @@ def test_a_pruned_session_registers_everything_again(tmp_path: Path, daemon: see
 
 @root_only
 def test_in_the_session_that_built_the_images_a_collected_builder_layer_is_not_a_prune(
-    tmp_path: Path, daemon: seeding.DaemonStore
+    tmp_path: Path, daemon: seeding.DaemonStore, published: tuple[Store, str]
 ) -> None:
-    store = Store.open(tmp_path / "cache", "default")
-    manifest = publish_image(store, "proj/app", IMAGE)
+    store, manifest = published
     output, _ = _output()
     _prepare(store, manifest, daemon, output, memo_dir=tmp_path / "builder").release()  # the images' chains
 
     def collect_top() -> None:  # the daemon's gc takes the one chain no image holds
         state = ctr_state(tmp_path)
         del state["snapshots"][session_pool.layers_of_manifests(store.layout, [manifest])[-1].chain_id]
-        (tmp_path / "ctr.json").write_text(json.dumps(state))
+        save_ctr_state(tmp_path, state)
 
     collect_top()
     first = _prepare(store, manifest, daemon, output)  # this session registers only the top
